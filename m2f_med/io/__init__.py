@@ -1,0 +1,28 @@
+"""Files <-> volumes with exact geometry (see docs/ARCHITECTURE.md for the volume contract)."""
+
+from m2f_med.io.dicom_index import DicomIndex, InstanceInfo, SeriesInfo, StudyInfo, index_dicom_tree
+from m2f_med.io.dicom_pixels import DECODER_PACKAGES
+from m2f_med.io.dicom_series import load_dicom_series
+from m2f_med.io.errors import DecoderMissingError, VolumeError
+from m2f_med.io.series_selection import (
+    AmbiguousSeriesError,
+    NoSeriesError,
+    SeriesSelectionError,
+    select_series,
+)
+
+__all__ = [
+    "VolumeError",
+    "DecoderMissingError",
+    "DicomIndex",
+    "StudyInfo",
+    "SeriesInfo",
+    "InstanceInfo",
+    "index_dicom_tree",
+    "select_series",
+    "SeriesSelectionError",
+    "AmbiguousSeriesError",
+    "NoSeriesError",
+    "load_dicom_series",
+    "DECODER_PACKAGES",
+]
