@@ -1,0 +1,291 @@
+"""npe2 readers: DICOM folders and files, NIfTI / NRRD / MHA, DICOM-SEG and RTSTRUCT, all through ``m2f_med.io``.
+
+* A folder: the DICOM series in it are indexed (``index_dicom_tree``) and the main one is chosen with the
+  library's selection rules (``select_series``, any modality, axial preferred, most images). When the rules
+  do not decide, the first tied candidate is opened and a note is logged. The other image series are listed
+  in the image layer's metadata; the "Series" widget opens another one.
+* A single DICOM file: a SEG or RTSTRUCT is opened as a Labels layer on its reference series (an image
+  layer already open in the viewer, else the series found in the file's folder or the folder above, which
+  is then opened too); any other DICOM file opens the series it belongs to.
+* NIfTI / NRRD / MHA / GIPL files (``m2f_med.io.image_files``): label maps become Labels layers, everything
+  else an Image layer. A file is taken to be a label map when all its values are whole numbers ≥ 0 and
+  either its name says so (``seg``, ``label``, ``mask``, ``roi``, ``gtv``) or it holds at most
+  ``MAX_UNNAMED_LABELS`` distinct values (CT holds negative HU; MR holds hundreds of grey values).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_m2f_med._context import image_on_same_grid, open_images
+from napari_m2f_med._layers import image_layer_data, labels_layer_data, layer_info
+
+__all__ = [
+    "get_reader",
+    "read_path",
+    "read_dicom_folder",
+    "read_image_file",
+    "read_dicom_file",
+    "MAX_UNNAMED_LABELS",
+]
+
+log = logging.getLogger(__name__)
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+MAX_UNNAMED_LABELS = 32
+"""A whole-number, non-negative file without a label-ish name is a label map up to this many values."""
+
+_LABEL_NAME = re.compile(r"(^|[^a-z])(seg|segmentation|label|labels|mask|roi|gtv)([^a-z]|$)", re.IGNORECASE)
+# files looked at when deciding whether a folder holds DICOM at all
+_PROBE_FILES = 200
+
+
+def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
+    """npe2 ``get_reader`` hook: a reader function if m2f-med can open ``path``, else ``None``.
+
+    Args:
+        path: one path (file or folder), or a list holding one path.
+
+    Returns:
+        :func:`read_path`, or ``None`` for several paths, unknown suffixes and folders without DICOM files.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if p.is_dir():
+        return read_path if _folder_has_dicom(p) else None
+    from m2f_med.io.image_files import image_format
+
+    if image_format(p) is not None:
+        return read_path
+    return read_path if _is_dicom_file(p) else None
+
+
+def read_path(path: str | Sequence[str]) -> list[LayerData]:
+    """Read one path into napari layer data tuples (see the module docstring for the rules).
+
+    Args:
+        path: a DICOM folder, a DICOM file, or an image file; or a list holding one such path.
+
+    Returns:
+        List of ``(data, kwargs, layer_type)``; geometry in ``kwargs`` (``_geometry`` convention).
+
+    Raises:
+        m2f_med.io.errors.VolumeError: the file or folder cannot be read (the message names it).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        path = path[0]
+    p = Path(path)
+    if p.is_dir():
+        return read_dicom_folder(p)
+    from m2f_med.io.image_files import image_format
+
+    if image_format(p) is not None:
+        return read_image_file(p)
+    return read_dicom_file(p)
+
+
+def _folder_has_dicom(folder: Path) -> bool:
+    for n, (dirpath, _dirs, files) in enumerate(os.walk(folder)):
+        for name in files:
+            if _is_dicom_file(Path(dirpath) / name):
+                return True
+        if n > _PROBE_FILES:
+            break
+    return False
+
+
+def _is_dicom_file(path: Path) -> bool:
+    from pydicom.misc import is_dicom
+
+    try:
+        return path.is_file() and is_dicom(path)
+    except OSError:
+        return False
+
+
+def _series_choices(index, exclude_uid: str | None = None) -> list[tuple[str, str]]:
+    from m2f_med.io.series_selection import series_exclusion
+
+    choices = []
+    for s in index.series:
+        reason = series_exclusion(s, modality=None, allow_derived=True)
+        if reason is None and s.series_uid != exclude_uid:
+            choices.append((s.series_uid, s.describe()))
+    return choices
+
+
+def read_dicom_folder(folder: str | os.PathLike, series_uid: str | None = None) -> list[LayerData]:
+    """Open the main DICOM series of a folder tree (or ``series_uid``) as an Image layer.
+
+    Args:
+        folder: folder searched recursively for DICOM files.
+        series_uid: SeriesInstanceUID to open instead of the automatically selected series.
+
+    Returns:
+        One Image layer data tuple; ``metadata["m2f_med"].series`` lists the folder's other image series
+        and ``.series_root`` holds the folder.
+
+    Raises:
+        VolumeError: no image series, or the series cannot be loaded.
+    """
+    from m2f_med.io.dicom_index import index_dicom_tree
+    from m2f_med.io.dicom_series import load_dicom_series
+    from m2f_med.io.series_selection import AmbiguousSeriesError, select_series
+
+    root = Path(folder)
+    index = index_dicom_tree(root)
+    try:
+        series = select_series(index, modality=None, series_uid=series_uid)
+    except AmbiguousSeriesError as err:
+        series = err.candidates[0]
+        log.warning(
+            "%s: %d series fit equally well; opened the first, choose another in 'Series'",
+            root,
+            len(err.candidates),
+        )
+    series_uid = series.series_uid
+    volume = load_dicom_series(series)
+    return image_layer_data(
+        volume, series=_series_choices(index, exclude_uid=series_uid), series_root=str(root)
+    )
+
+
+def _looks_like_labels(path: Path, array: np.ndarray) -> bool:
+    if array.size == 0 or array.min() < 0:
+        return False
+    if not np.array_equal(array, np.rint(array)):
+        return False
+    if _LABEL_NAME.search(path.name.split(".")[0]):
+        return True
+    return len(np.unique(array)) <= MAX_UNNAMED_LABELS
+
+
+def read_image_file(path: str | os.PathLike) -> list[LayerData]:
+    """Open a NIfTI / NRRD / MHA / GIPL file as an Image or, for a label map, a Labels layer.
+
+    Args:
+        path: the file.
+
+    Returns:
+        One layer data tuple.
+
+    Raises:
+        VolumeError: the file cannot be read.
+    """
+    from m2f_med.io.image_files import load_image_file
+    from m2f_med.io.volume import make_volume
+
+    p = Path(path)
+    volume = load_image_file(p)
+    array = volume.numpy()
+    if array.shape[0] == 1 and _looks_like_labels(p, array):
+        top = float(array.max())
+        dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int64
+        meta = {
+            k: v for k, v in volume.meta.items() if k not in ("affine", "original_affine", "spatial_shape")
+        }
+        label = make_volume(array.astype(dtype), np.asarray(volume.affine, dtype=np.float64), **meta)
+        reference = image_on_same_grid(label)
+        return [labels_layer_data(label, reference=reference)]
+    return image_layer_data(volume)
+
+
+def _referenced_uids(path: Path) -> tuple[set[str], str]:
+    """SeriesInstanceUIDs a SEG or RTSTRUCT points to, and its FrameOfReferenceUID (PS3.3 C.7.4.1, C.8.8.5)."""
+    from m2f_med.io.dicom_index import read_header
+
+    ds = read_header(
+        path, ["ReferencedSeriesSequence", "ReferencedFrameOfReferenceSequence", "FrameOfReferenceUID"]
+    )
+    series = {str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence") or []}
+    frame_of_reference = str(ds.get("FrameOfReferenceUID", "") or "")
+    for ref_for in ds.get("ReferencedFrameOfReferenceSequence") or []:
+        frame_of_reference = frame_of_reference or str(ref_for.get("FrameOfReferenceUID", "") or "")
+        for study in ref_for.get("RTReferencedStudySequence") or []:
+            for ser in study.get("RTReferencedSeriesSequence") or []:
+                series.add(str(ser.get("SeriesInstanceUID", "")))
+    series.discard("")
+    return series, frame_of_reference
+
+
+def _find_reference(path: Path) -> tuple[Any, list[LayerData]]:
+    """The image volume a SEG/RTSTRUCT belongs to, and the layers to add for it (empty if already open).
+
+    Looks in the viewer first (same SeriesInstanceUID, then same FrameOfReferenceUID), then in the file's
+    folder and the folder above (same series, then same frame of reference).
+    """
+    from m2f_med.io.dicom_index import index_dicom_tree
+    from m2f_med.io.errors import VolumeError
+    from m2f_med.io.series_selection import series_exclusion
+    from m2f_med.io.volume import FOR_UID, SERIES_UID
+
+    series_uids, frame_of_reference = _referenced_uids(path)
+    open_images_ = open_images()
+    for match in (
+        lambda i: i.meta.get(SERIES_UID) in series_uids,
+        lambda i: bool(frame_of_reference) and i.meta.get(FOR_UID) == frame_of_reference,
+    ):
+        for info in open_images_:
+            if match(info):
+                return info.volume, []
+    for folder in (path.parent, path.parent.parent):
+        try:
+            index = index_dicom_tree(folder)
+        except VolumeError:
+            continue
+        images = [s for s in index.series if series_exclusion(s, modality=None, allow_derived=True) is None]
+        by_uid = [s for s in images if s.series_uid in series_uids]
+        by_for = [s for s in images if frame_of_reference and s.frame_of_reference_uid == frame_of_reference]
+        chosen = (by_uid or by_for or [None])[0]
+        if chosen is not None:
+            layers = read_dicom_folder(folder, series_uid=chosen.series_uid)
+            return layer_info(layers[0][1]).volume, layers
+    return None, []
+
+
+def read_dicom_file(path: str | os.PathLike) -> list[LayerData]:
+    """Open one DICOM file: a SEG or RTSTRUCT as Labels on its series, anything else as its whole series.
+
+    Args:
+        path: a DICOM file.
+
+    Returns:
+        For SEG/RTSTRUCT: the reference image layer (if it was not open yet) followed by the Labels layer;
+        for an image file: the Image layer of its series.
+
+    Raises:
+        VolumeError: unreadable file; an RTSTRUCT whose reference series cannot be found (contours need a
+            grid to be drawn on).
+    """
+    from m2f_med.io.dicom_index import index_dicom_tree
+    from m2f_med.io.dicom_seg import read_dicom_seg
+    from m2f_med.io.errors import VolumeError
+    from m2f_med.io.rtstruct import load_rtstruct
+
+    p = Path(path)
+    series = index_dicom_tree(p).series[0]
+    kinds = set(series.kinds)
+    if "SEG" in kinds or "RTSTRUCT" in kinds:
+        reference, layers = _find_reference(p)
+        if "SEG" in kinds:
+            label, names = read_dicom_seg(p, reference)
+        else:
+            if reference is None:
+                raise VolumeError(
+                    p,
+                    "cannot find the CT/MR series this RTSTRUCT refers to; open that series first, then the RTSTRUCT",
+                )
+            label, names = load_rtstruct(p, reference)
+        return [*layers, labels_layer_data(label, names, reference=reference, name=p.stem)]
+    return read_dicom_folder(p.parent, series_uid=series.series_uid)
