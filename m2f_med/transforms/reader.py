@@ -28,6 +28,25 @@ def _has_supported_suffix(path: Path) -> bool:
     return any(name.endswith(s) for s in SUPPORTED_SUFFIXES)
 
 
+def _load_volume(path: str, series_uid: str | None = None, **kwargs: Any) -> MetaTensor:
+    """``m2f_med.io.load_volume``; until the io layer exports it, the same dispatch over its loaders."""
+    try:
+        from m2f_med.io import load_volume
+    except ImportError:
+        load_volume = None
+    if load_volume is not None:
+        return load_volume(path, series_uid=series_uid, **kwargs)
+    from m2f_med.io import index_dicom_tree, load_dicom_series, select_series
+    from m2f_med.io.image_files import image_format, load_image_file
+
+    p = Path(path)
+    if p.is_file() and image_format(p) is not None:
+        return load_image_file(p, **kwargs)
+    if series_uid is None:
+        return load_dicom_series(p, **kwargs)
+    return load_dicom_series(select_series(index_dicom_tree(p), modality=None, series_uid=series_uid), **kwargs)
+
+
 class M2FMedReader(ImageReader):
     """MONAI ``ImageReader`` that loads through ``m2f_med.io.load_volume``.
 
@@ -59,12 +78,10 @@ class M2FMedReader(ImageReader):
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> MetaTensor | list[MetaTensor]:
         """Load each path with ``load_volume``; returns one ``(C, X, Y, Z)`` MetaTensor or a list of them."""
-        from m2f_med.io import load_volume
-
         opts = {**self.kwargs, **kwargs}
         if self.series_uid is not None:
             opts.setdefault("series_uid", self.series_uid)
-        vols = [load_volume(os.fspath(p), **opts) for p in ensure_tuple(data)]
+        vols = [_load_volume(os.fspath(p), **opts) for p in ensure_tuple(data)]
         return vols[0] if len(vols) == 1 else vols
 
     def get_data(self, img: MetaTensor | Sequence[MetaTensor]) -> tuple[np.ndarray, dict]:

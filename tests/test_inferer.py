@@ -1,0 +1,225 @@
+"""Volume inferer: an identity-like stub network must reproduce a known label map through the whole pipeline.
+
+The stub reads a label map that is "smuggled" through the image as intensity (label × 100 HU), so after the
+CT window ``[0, 100·K]`` a voxel holds ``label / K`` and ``round(x · K)`` recovers its label. Any error in
+window coverage, padding, slab borders, 2.5D context, orientation, resampling or the way back to the
+source grid shows up as a mismatch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+
+from m2f_med.inference import (
+    BundleModel,
+    ModelSpace,
+    SlicewiseInferer,
+    VolumeInferer,
+    intensity_transform,
+    postprocess_label,
+    predict_volume,
+)
+from m2f_med.inference.statistics import structure_statistics, write_statistics
+from m2f_med.io.volume import make_volume
+
+K = 3
+
+
+class LabelStub(torch.nn.Module):
+    """One-hot of ``round(x[:, channel] · K)``: returns probabilities ``(B, K+1, H, W)``."""
+
+    def __init__(self, in_channels: int = 1, channel: int | None = None):
+        super().__init__()
+        self.in_channels = in_channels
+        self.channel = in_channels // 2 if channel is None else channel
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape))
+        cls = torch.round(x[:, self.channel] * K).long().clamp(0, K)
+        return F.one_hot(cls, K + 1).permute(0, 3, 1, 2).float()
+
+
+def _coded_volume(shape, affine, seed=0):
+    lab = np.random.default_rng(seed).integers(0, K + 1, size=shape).astype(np.uint8)
+    vol = make_volume(torch.tensor(lab * 100.0, dtype=torch.float32)[None], affine, modality="CT")
+    return vol, lab
+
+
+WINDOW = {"a_min": 0, "a_max": 100 * K, "b_min": 0, "b_max": 1, "clip": True}
+LPS_LIKE = np.array([[-2.0, 0, 0, 10], [0, -2.0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])  # stored as LPS
+RAS_ZFLIP = np.array([[2.0, 0, 0, 10], [0, 2.0, 0, 20], [0, 0, -3.0, -5], [0, 0, 0, 1]])  # slices run I->S reversed
+SWAPPED = np.array([[0, 2.0, 0, 10], [-2.0, 0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])  # X/Y swapped in-plane
+
+
+@pytest.mark.parametrize("affine", [LPS_LIKE, RAS_ZFLIP, SWAPPED], ids=["lps", "zflip", "swapped"])
+@pytest.mark.parametrize("pixdim", [None, (1.0, 1.0)], ids=["native", "resampled"])
+@pytest.mark.parametrize(("roi", "k"), [((16, 16), 2), ((64, 64), 1), (None, 0), ((7, 9), 1)])
+def test_stub_reproduces_label_map(affine, pixdim, roi, k):
+    # 37 x 23 is neither a multiple of the window stride nor of 32; (64, 64) is larger than the slice
+    vol, lab = _coded_volume((37, 23, 11), affine)
+    before = vol.clone()
+    inferer = VolumeInferer(num_context=k, roi_size=roi, overlap=0.25, slab_size=4, sw_batch_size=3)
+    space = ModelSpace(pixdim=pixdim, intensity=WINDOW)
+    assert space.slab_compatible(affine)
+    res = inferer(vol, LabelStub(in_channels=2 * k + 1), space, keep_probability=True)
+    assert res.label.shape == (1, 37, 23, 11) and res.label.dtype == torch.uint8
+    np.testing.assert_array_equal(res.label[0].numpy(), lab)
+    assert res.probability.dtype == torch.uint8
+    np.testing.assert_array_equal(res.probability[0].numpy() == 255, lab > 0)
+    np.testing.assert_array_equal(res.voxel_count, np.bincount(lab.ravel(), minlength=K + 1))
+    assert torch.equal(vol, before)
+
+
+@pytest.mark.parametrize("mode", ["gaussian", "constant"])
+def test_context_slices_follow_the_model_orientation(mode):
+    """A stub that reads the slice *above* (channel k+1 = z+1 in RAS) sees the superior neighbour,
+    with edge replication at the top; for a volume stored inferior-first that is source slice z-1."""
+    k = 1
+    for affine, shift in ((LPS_LIKE, +1), (RAS_ZFLIP, -1)):
+        vol, lab = _coded_volume((20, 17, 9), affine, seed=3)
+        res = VolumeInferer(num_context=k, roi_size=(8, 8), mode=mode, slab_size=2)(
+            vol, LabelStub(in_channels=3, channel=k + 1), ModelSpace(intensity=WINDOW)
+        )
+        idx = np.clip(np.arange(9) + shift, 0, 8)
+        np.testing.assert_array_equal(res.label[0].numpy(), lab[..., idx])
+
+
+def test_whole_volume_path_for_z_resampling_and_sagittal_grids():
+    # pixdim with a z target (exact 2x upsampling along z) forces the whole-volume path
+    vol, lab = _coded_volume((12, 10, 6), LPS_LIKE, seed=5)
+    model = BundleModel(network=LabelStub(in_channels=3), labels={1: "a", 2: "b", 3: "c"}, num_context_slices=1,
+                        pixdim=(1.0, 1.0, 1.5), intensity=WINDOW, roi_size=(8, 8), output="probabilities")
+    mask, extras = predict_volume(vol, model, keep_probability=True)
+    assert extras["path"] == "whole-volume"
+    np.testing.assert_array_equal(mask[0].numpy(), lab)
+    assert torch.equal(mask.affine, vol.affine)
+    # a sagittal acquisition: the stored slice axis is left-right, so RAS axial slices cut across it
+    sag = np.array([[0, 0, 2.0, 0], [2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0, 1]])
+    vol, lab = _coded_volume((9, 8, 7), sag, seed=6)
+    assert not model.model_space().slab_compatible(sag)
+    model.pixdim = None
+    mask, extras = predict_volume(vol, model)
+    assert extras["path"] == "whole-volume"
+    np.testing.assert_array_equal(mask[0].numpy(), lab)
+
+
+def test_predict_volume_meta_confidence_and_flip_tta():
+    vol, lab = _coded_volume((30, 21, 5), LPS_LIKE, seed=7)
+    vol.meta["SeriesInstanceUID"] = "1.2.3"
+    model = BundleModel(network=LabelStub(), labels={"1": "liver", "2": "spleen", "3": "kidney_left"},
+                        intensity=WINDOW, roi_size=(16, 16), output="probabilities")
+    mask, extras = predict_volume(vol, model, flip_tta=True)
+    np.testing.assert_array_equal(mask[0].numpy(), lab)
+    assert torch.equal(mask.affine, vol.affine) and mask.dtype == torch.uint8
+    assert mask.meta["SeriesInstanceUID"] == "1.2.3"
+    assert mask.meta["label_names"] == {1: "liver", 2: "spleen", 3: "kidney_left"}
+    assert extras["confidence"]["liver"] == pytest.approx(1.0)
+    assert extras["voxels"]["spleen"] == int((lab == 2).sum())
+    # softmax networks (logits) are handled by the activation, not by the caller
+    logits_model = BundleModel(network=LabelStub(), labels={1: "a", 2: "b", 3: "c"}, intensity=WINDOW,
+                               output="logits")
+    assert logits_model.activation == "softmax"
+    mask2, extras2 = predict_volume(vol, logits_model)
+    np.testing.assert_array_equal(mask2[0].numpy(), lab)
+    assert 0.4 < extras2["confidence"]["a"] < 0.5  # softmax of a one-hot over 4 classes: e/(e+3)
+
+
+def test_wrong_channel_count_is_reported():
+    vol, _ = _coded_volume((8, 8, 3), LPS_LIKE)
+
+    def two_channels(x):
+        return torch.zeros(x.shape[0], 2, *x.shape[2:])
+
+    model = BundleModel(network=torch.nn.Identity(), labels={1: "a", 2: "b"}, output="probabilities")
+    model._predictor = two_channels
+    with pytest.raises(ValueError, match="3 channels|2 channels"):
+        predict_volume(vol, model)
+
+
+def test_slab_memory_is_bounded_by_slab_size():
+    vol, _ = _coded_volume((16, 16, 40), LPS_LIKE)
+    stub = LabelStub(in_channels=3)
+    VolumeInferer(num_context=1, roi_size=(16, 16), slab_size=5, sw_batch_size=64)(vol, stub, ModelSpace(intensity=WINDOW))
+    # never more than one slab of windows in a forward pass: the network never sees the whole volume
+    assert max(c[0] for c in stub.calls) == 5
+    assert sum(c[0] for c in stub.calls) == 40
+
+
+def test_slicewise_inferer_for_bundles():
+    vol, lab = _coded_volume((19, 13, 6), np.eye(4))
+    x = MetaTensor(torch.clamp(vol.as_tensor() / (100 * K), 0, 1)[None], affine=vol.affine)
+    out = SlicewiseInferer(num_context=1, roi_size=(8, 8), slab_size=4, network_wrapper=lambda n: n)(x, LabelStub(3))
+    assert isinstance(out, MetaTensor) and out.shape == (1, K + 1, 19, 13, 6)
+    np.testing.assert_array_equal(out[0].argmax(0).numpy(), lab)
+    with pytest.raises(ValueError, match="B, C, X, Y, Z"):
+        SlicewiseInferer()(torch.zeros(1, 1, 4, 4), LabelStub())
+
+
+def test_intensity_specs():
+    vol = torch.arange(101, dtype=torch.float32).reshape(1, 101, 1, 1)
+    ct = intensity_transform({"a_min": 20, "a_max": 70})(vol)
+    assert float(ct.min()) == 0.0 and float(ct.max()) == 1.0 and float(ct[0, 45, 0, 0]) == pytest.approx(0.5)
+    mr = intensity_transform({"mode": "percentile", "lower": 10, "upper": 90}, vol)(vol)
+    assert float(mr[0, 10, 0, 0]) == pytest.approx(0.0) and float(mr[0, 90, 0, 0]) == pytest.approx(1.0)
+    for bad in ({"a_min": 1}, {"mode": "zscore"}, {"a_min": 5, "a_max": 1}, {"a_min": 0, "a_max": 1, "foo": 2}):
+        with pytest.raises(ValueError):
+            intensity_transform(bad, vol)
+
+
+# ------------------------------------------------------------------------------------------ post-processing
+def test_postprocess_largest_component_small_blobs_and_holes():
+    lab = np.zeros((20, 20, 10), dtype=np.uint8)
+    lab[2:10, 2:10, 2:8] = 1  # big organ with a hole
+    lab[5, 5, 4] = 0
+    lab[15:17, 15:17, 1:3] = 1  # second component of class 1 (8 voxels)
+    lab[12:14, 2:4, 2:4] = 2  # 8 voxels of class 2
+    lab[18, 18, 8] = 2  # 1-voxel blob of class 2
+    lab[5, 5, 5] = 3  # another class inside the organ: must stay
+    out, notes = postprocess_label(lab, (2.0, 2.0, 2.0), keep_largest=[1], min_size_mm3={2: 16.0}, fill_holes=True)
+    assert out[15, 15, 1] == 0  # not the largest component of class 1
+    assert out[5, 5, 4] == 1  # hole filled
+    assert out[5, 5, 5] == 3  # other class never overwritten
+    assert out[18, 18, 8] == 0 and out[12, 2, 2] == 2  # 8 mm3 < 16 mm3 removed, 64 mm3 kept
+    assert lab[15, 15, 1] == 1  # input untouched
+    assert len(notes) == 3
+    unchanged, _ = postprocess_label(lab, (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(unchanged, lab)
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def test_structure_statistics(tmp_path):
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])  # 20 mm3 per voxel
+    img = np.random.default_rng(0).normal(50, 10, size=(10, 10, 40)).astype(np.float32)
+    lab = np.zeros((10, 10, 40), dtype=np.uint8)
+    lab[:5, :, :] = 1
+    stats = structure_statistics(make_volume(lab, affine), img, {"1": "liver", "2": "spleen"}, modality="CT",
+                                 confidence={1: 0.9})
+    liver, spleen = stats
+    assert liver["voxels"] == 2000 and liver["volume_ml"] == pytest.approx(40.0)
+    assert liver["mean_intensity"] == pytest.approx(float(img[:5].mean()), abs=1e-3)
+    assert liver["std_intensity"] == pytest.approx(float(img[:5].std()), abs=1e-3)
+    assert liver["intensity_unit"] == "HU" and liver["confidence"] == 0.9
+    assert spleen["voxels"] == 0 and spleen["mean_intensity"] is None
+    written = write_statistics(stats, tmp_path / "s.json", tmp_path / "s.csv")
+    assert [p.name for p in written] == ["s.json", "s.csv"]
+    assert (tmp_path / "s.csv").read_text().splitlines()[1].startswith("1,liver,2000,40.0,")
+
+
+def test_preview_png(tmp_path):
+    from PIL import Image
+
+    from m2f_med.inference.preview import render_preview
+
+    img = make_volume(np.random.default_rng(0).normal(0, 100, (32, 24, 8)).astype(np.float32), LPS_LIKE)
+    lab = np.zeros((32, 24, 8), dtype=np.uint8)
+    lab[4:10, 3:9, 2:6] = 1
+    path = render_preview(img, lab, tmp_path / "p.png", modality="CT")
+    pic = np.asarray(Image.open(path))
+    assert pic.shape[0] == 24 and pic.shape[2] == 3  # rows = Y (anterior-posterior), 3 tiles side by side
+    coloured = (np.abs(pic[..., 0].astype(int) - pic[..., 2].astype(int)) > 30).sum()
+    assert coloured > 0  # the overlay is visible
