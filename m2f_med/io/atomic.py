@@ -14,6 +14,9 @@ from pathlib import Path
 
 __all__ = ["atomic_write"]
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import; os.umask can only be read by setting it
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
@@ -36,6 +39,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     suffix = "".join(final.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{suffix}", dir=final.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the final file the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
