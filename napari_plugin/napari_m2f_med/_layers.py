@@ -88,11 +88,15 @@ def _as_numpy(volume: torch.Tensor) -> np.ndarray:
 
 
 def ct_contrast_limits(array: np.ndarray, modality: str) -> tuple[float, float]:
-    """Initial display window: soft tissue (W 400 / L 40 HU) for CT, the 0.5–99.5 % range otherwise."""
-    if modality.upper() == "CT":
-        return _CT_WINDOW
-    sample = array[:: max(1, array.shape[0] // 32)]
+    """Initial display window: soft tissue (W 400 / L 40 HU) for CT, the 0.5–99.5 % range otherwise.
+
+    A file without a modality (NIfTI, NRRD) is taken to be CT in HU when its 0.5 % quantile lies below
+    ``-500`` (air at about -1000 HU); MR and PET intensities are not negative.
+    """
+    sample = np.asarray(array[:: max(1, array.shape[0] // 32)], dtype=np.float32)
     lo, hi = np.percentile(sample, [0.5, 99.5]) if sample.size else (0.0, 1.0)
+    if modality.upper() == "CT" or (not modality and lo < -500):
+        return _CT_WINDOW
     return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
 
 

@@ -171,11 +171,12 @@ def _looks_like_labels(path: Path, array: np.ndarray) -> bool:
     return len(np.unique(array)) <= MAX_UNNAMED_LABELS
 
 
-def read_image_file(path: str | os.PathLike) -> list[LayerData]:
+def read_image_file(path: str | os.PathLike, modality: str | None = None) -> list[LayerData]:
     """Open a NIfTI / NRRD / MHA / GIPL file as an Image or, for a label map, a Labels layer.
 
     Args:
         path: the file.
+        modality: the modality if known (``"CT"`` gives the HU soft-tissue window); files carry none.
 
     Returns:
         One layer data tuple.
@@ -187,7 +188,7 @@ def read_image_file(path: str | os.PathLike) -> list[LayerData]:
     from m2f_med.io.volume import make_volume
 
     p = Path(path)
-    volume = load_image_file(p)
+    volume = load_image_file(p, modality=modality)
     array = volume.numpy()
     if array.shape[0] == 1 and _looks_like_labels(p, array):
         top = float(array.max())

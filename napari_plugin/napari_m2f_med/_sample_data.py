@@ -40,7 +40,7 @@ def sample_ct() -> list:
     Raises:
         FileNotFoundError: the data folder or the file is missing.
     """
-    return read_image_file(_sample(SAMPLE_CT))
+    return read_image_file(_sample(SAMPLE_CT), modality="CT")
 
 
 def sample_ct_dicom() -> list:

@@ -1,0 +1,122 @@
+"""Acceptance: open a DICOM series, segment, paint and erase, save as NIfTI and DICOM-SEG, reload both."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from napari_m2f_med._layers import layer_info
+from napari_m2f_med._segment_widget import SegmentWidget
+
+from m2f_med.io.errors import VolumeError
+from m2f_med.io.volume import LPS_TO_RAS
+
+PLUGIN = "m2f-med"
+
+
+def _world_zyx_of_file_voxels(path):
+    """World (LPS z, y, x mm) and value of every labelled voxel of a NIfTI file, read with nibabel only."""
+    img = nib.load(str(path))
+    arr = np.asarray(img.dataobj)
+    ijk = np.argwhere(arr > 0)
+    ras = (img.affine @ np.c_[ijk, np.ones(len(ijk))].T)[:3].T
+    lps = ras @ LPS_TO_RAS[:3, :3].T
+    return lps[:, ::-1], arr[tuple(ijk.T)]
+
+
+def _assert_same_voxels_in_world(layer, painted, nifti_path):
+    world, values = _world_zyx_of_file_voxels(nifti_path)
+    index = np.rint(np.array([layer.world_to_data(w) for w in world])).astype(int)
+    assert len(index) == int((painted > 0).sum())
+    np.testing.assert_array_equal(painted[tuple(index.T)], values)
+
+
+def test_segment_paint_erase_save_and_reload(make_napari_viewer, qtbot, data_dir, threshold_bundle, tmp_path):
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(data_dir / "dcmqi" / "ct-3slice"), plugin=PLUGIN)
+    widget = SegmentWidget(viewer)
+    widget.bundle_edit.setText(str(threshold_bundle))
+    worker = widget.run(image)
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    labels = widget.result_layer
+    predicted = np.array(labels.data, copy=True)
+
+    # paint a disc of "spleen" on slice 1, erase a disc inside predicted tissue, paint one voxel on slice 0
+    from scipy import ndimage
+
+    ey, ex = np.argwhere(ndimage.binary_erosion(predicted[1] > 0, np.ones((9, 9))))[0]
+    labels.brush_size = 9
+    labels.paint((1, 120, 140), 2)
+    labels.paint((1, ey, ex), 0)
+    labels.data_setitem((np.array([0]), np.array([5]), np.array([7])), 1)
+    painted = np.array(labels.data, copy=True)
+    changed = painted != predicted
+    assert changed[1].sum() > 20 and changed[0, 5, 7]
+    assert (painted[1, 118:123, 138:143] == 2).all() and not painted[
+        1, ey - 2 : ey + 3, ex - 2 : ex + 3
+    ].any()
+
+    nifti = tmp_path / "edited.nii.gz"
+    seg = tmp_path / "edited.dcm"
+    labels.save(str(nifti), plugin=PLUGIN)
+    labels.save(str(seg), plugin=PLUGIN)
+
+    # NIfTI, read back with nibabel alone: the source grid and affine, and the painted voxels in world mm
+    source = layer_info(image).volume
+    img = nib.load(str(nifti))
+    assert img.shape == tuple(source.shape[1:])
+    np.testing.assert_allclose(img.affine, np.asarray(source.affine), atol=1e-5)
+    _assert_same_voxels_in_world(labels, painted, nifti)
+
+    # both files reopened through the reader: identical voxels and identical world placement
+    for path in (nifti, seg):
+        (reloaded,) = viewer.open(str(path), plugin=PLUGIN)
+        assert reloaded._type_string == "labels"
+        np.testing.assert_array_equal(np.asarray(reloaded.data), painted)
+        np.testing.assert_allclose(reloaded.scale, labels.scale, rtol=1e-6)
+        np.testing.assert_allclose(reloaded.translate, labels.translate, atol=1e-4)
+        np.testing.assert_allclose(reloaded.affine.affine_matrix, labels.affine.affine_matrix, atol=1e-6)
+    names = dict(zip(viewer.layers[-1].features["index"], viewer.layers[-1].features["name"]))
+    assert names[1] == "liver" and names[2] == "spleen"
+
+
+def test_new_labels_layer_over_a_ras_nifti_saves_on_the_source_grid(make_napari_viewer, data_dir, tmp_path):
+    ct = (
+        data_dir
+        / "ivadomed_msd_spleen_and_spinalcord"
+        / "ct_scan"
+        / "sub-spleen2"
+        / "ct"
+        / "sub-spleen2_ct.nii.gz"
+    )
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(ct), plugin=PLUGIN)
+    viewer.layers.selection.active = image
+    viewer._new_labels()  # napari's own "new labels" button: no m2f-med metadata
+    labels = viewer.layers[-1]
+    labels.brush_size = 5
+    labels.paint((10, 40, 60), 3)
+    labels.paint((12, 80, 20), 1)
+    painted = np.array(labels.data, copy=True)
+    out = tmp_path / "hand.nii.gz"
+    labels.save(str(out), plugin=PLUGIN)
+    src = nib.load(str(ct))
+    saved = nib.load(str(out))
+    assert saved.shape == src.shape
+    np.testing.assert_allclose(saved.affine, src.affine, atol=1e-5)
+    _assert_same_voxels_in_world(labels, painted, out)
+    # a DICOM-SEG needs a DICOM source series
+    with pytest.raises(VolumeError, match="DICOM series"):
+        from napari_m2f_med._writer import write_labels_dicom_seg
+
+        write_labels_dicom_seg(str(tmp_path / "x.dcm"), labels.data, labels._get_state())
+
+
+def test_moved_layer_is_saved_where_it_is_shown(make_napari_viewer, data_dir, tmp_path):
+    viewer = make_napari_viewer()
+    (labels,) = viewer.open(str(data_dir / "dcmqi" / "seg_dicom" / "liver.dcm"), plugin=PLUGIN)[1:]
+    labels.translate = np.asarray(labels.translate) + np.array([0.0, 0.0, 10.0])  # 10 mm towards patient left
+    out = tmp_path / "moved.nii.gz"
+    labels.save(str(out), plugin=PLUGIN)
+    _assert_same_voxels_in_world(labels, np.asarray(labels.data), out)
