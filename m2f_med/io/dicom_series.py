@@ -74,8 +74,8 @@ def series_paths(series: SeriesInfo | Sequence[str | os.PathLike] | str | os.Pat
         series: see ``load_dicom_series``.
 
     Returns:
-        ``(paths, where)``: de-duplicated files in the given order, and the folder (or file) to name in
-        messages.
+        ``(paths, where)``: de-duplicated files in the given order, and the folder (the file, for a single
+        file) to name in messages and in ``meta["filename_or_obj"]``.
 
     Raises:
         VolumeError: a path does not exist, or the sequence is empty.
@@ -105,6 +105,8 @@ def series_paths(series: SeriesInfo | Sequence[str | os.PathLike] | str | os.Pat
     for p in unique:
         if not p.is_file():
             raise VolumeError(p, "no such file")
+    if len(unique) == 1:
+        return unique, unique[0]
     parents = {p.parent for p in unique}
     where = parents.pop() if len(parents) == 1 else Path(os.path.commonpath([str(p) for p in unique]))
     return unique, where
@@ -226,7 +228,7 @@ def load_dicom_series(
         ``modality``, ``source_format="dicom"``, ``source_paths`` (files used, Z order), ``spacing_mm``,
         ``problems``, ``StudyInstanceUID``, ``SeriesInstanceUID``, ``FrameOfReferenceUID``,
         ``SOPInstanceUIDs`` (Z order), ``SOPClassUID``, ``FrameNumbers`` (see ``FRAME_NUMBERS``),
-        ``filename_or_obj`` (the series folder).
+        ``filename_or_obj`` (the series folder; the file itself for a single file).
 
     Raises:
         VolumeError: unreadable file; no image to stack; two equally large stacks; conflicting duplicates

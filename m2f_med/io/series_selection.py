@@ -10,13 +10,16 @@ Rules, in order:
 1. ``series_uid`` given: that series, if it is an image series (else an error naming what it is).
 2. Hard filters (a series failing one is never chosen automatically; each exclusion is recorded with its
    reason): ``modality`` (if given); an image SOP class (no SEG, RTSTRUCT, RTDOSE, RTPLAN, SR, presentation
-   state, DICOMDIR, ...); not secondary capture; not colour (RGB); not all LOCALIZER; not DERIVED (unless
-   ``allow_derived``); ``study_uid`` (if given).
+   state, DICOMDIR, ...); not secondary capture; not colour (RGB); not all LOCALIZER; ``study_uid`` (if
+   given).
 3. One study only: candidates from several studies (or patients: a multi-patient DICOMDIR) are ambiguous
    unless ``study_uid`` says which.
-4. Preference for the ``orientation`` plane (``"AXIAL"`` by default) when at least one candidate has it.
-5. Preference for the most 2D images (``SeriesInfo.n_images``: frames, localizers not counted).
-6. A tie left after 5 is ambiguous: ``AmbiguousSeriesError`` with the tied candidates.
+4. DERIVED series (reformats, MIPs, processed images) are excluded when an ORIGINAL candidate exists
+   (unless ``allow_derived``); a folder holding only DERIVED images (e.g. bias-corrected research MR)
+   still yields its series.
+5. Preference for the ``orientation`` plane (``"AXIAL"`` by default) when at least one candidate has it.
+6. Preference for the most 2D images (``SeriesInfo.n_images``: frames, localizers not counted).
+7. A tie left after 6 is ambiguous: ``AmbiguousSeriesError`` with the tied candidates.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ def series_exclusion(series: SeriesInfo, *, modality: str | None = None, allow_d
     Args:
         series: an indexed series.
         modality: required Modality (case-insensitive), ``None`` for any.
-        allow_derived: accept ImageType DERIVED series.
+        allow_derived: accept ImageType DERIVED series (``select_series`` passes True and applies its own
+            ORIGINAL-first preference).
 
     Returns:
         A short reason (``"modality MR, not CT"``, ``"RTSTRUCT"``, ``"secondary capture"``, ``"localizer"``,
@@ -108,7 +112,8 @@ def select_series(
         series_uid: SeriesInstanceUID to take; overrides every rule except "is an image series".
         study_uid: restrict to one StudyInstanceUID.
         orientation: preferred plane (``"AXIAL"``, ``"CORONAL"``, ``"SAGITTAL"``); ``None``: no preference.
-        allow_derived: let ImageType DERIVED series compete (they are excluded by default).
+        allow_derived: let ImageType DERIVED series compete with ORIGINAL ones (by default they are only
+            taken when no ORIGINAL series is left).
 
     Returns:
         The chosen ``SeriesInfo``.
@@ -136,7 +141,7 @@ def select_series(
     excluded: list[tuple[SeriesInfo, str]] = []
     candidates: list[SeriesInfo] = []
     for s in index.series:
-        reason = series_exclusion(s, modality=modality, allow_derived=allow_derived)
+        reason = series_exclusion(s, modality=modality, allow_derived=True)
         if reason is None and study_uid is not None and s.study_uid != study_uid:
             reason = "another study"
         if reason is None:
@@ -146,11 +151,10 @@ def select_series(
 
     if not candidates:
         lines = "\n".join(f"  {s.describe()}  -- excluded: {why}" for s, why in excluded)
-        hint = " (or allow_derived=True)" if any(why == "DERIVED" for _, why in excluded) else ""
         want = f"{modality.upper()} " if modality else ""
         raise NoSeriesError(
             root,
-            f"no {want}image series to segment; pass series_uid{hint} to choose one of:\n{lines}",
+            f"no {want}image series to segment; pass series_uid to choose one of:\n{lines}",
             excluded=excluded,
         )
 
@@ -163,6 +167,11 @@ def select_series(
             candidates=candidates,
             excluded=excluded,
         )
+
+    originals = [s for s in candidates if not s.is_derived]
+    if originals and not allow_derived:
+        excluded.extend((s, "DERIVED (an ORIGINAL series is there)") for s in candidates if s.is_derived)
+        candidates = originals
 
     if orientation:
         in_plane = [s for s in candidates if s.orientation == orientation.upper()]
