@@ -28,7 +28,7 @@ from monai.transforms import Orientation
 from tqdm.auto import tqdm
 
 from m2f_med.inference.preprocessing import ModelSpace, intensity_transform
-from m2f_med.transforms.slice_stack import SliceStack
+from m2f_med.transforms.slice_stack import SliceStack, take_slices
 
 __all__ = ["VolumeInferer", "SlabResult", "AMP_DTYPES", "resolve_device", "shift_affine"]
 
@@ -251,7 +251,7 @@ class VolumeInferer:
             s1 = min(nz, s0 + self.slab_size)
             n = s1 - s0
             ext = np.clip(np.arange(s0 - k, s1 + k), 0, nz - 1)
-            slab = MetaTensor(plain.index_select(-1, torch.as_tensor(ext)).float(), affine=shift_affine(src_aff, s0 - k))
+            slab = MetaTensor(take_slices(plain, ext).to(torch.float32, copy=True), affine=shift_affine(src_aff, s0 - k))
             oriented = space.orient(slab)
             model = space.resample(oriented)
             x = to_intensity(model.as_tensor() if isinstance(model, MetaTensor) else model)

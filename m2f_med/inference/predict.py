@@ -59,8 +59,6 @@ DEFAULT_BUNDLE: Path | None = None
 
 REPORT_NAME = "run_report.json"
 DONE_NAME = "done.json"
-_NON_IMAGE_HINTS = ("SEG", "RT", "structured report", "presentation state", "encapsulated document",
-                    "waveform", "DICOMDIR", "key object", "spectroscopy", "secondary capture", "registration")
 
 
 @dataclass
@@ -116,10 +114,6 @@ def series_key(series_uid: str | None = None, path: str | os.PathLike | None = N
     return f"{_clean(stem)}-{_digest(str(p.resolve()), 8)}"
 
 
-def _is_non_image_reason(reason: str) -> bool:
-    return any(h.lower() in reason.lower() for h in _NON_IMAGE_HINTS) or reason == "no images"
-
-
 # --------------------------------------------------------------------------------------------- discovery
 def _parse_rule(rule: str) -> tuple[str, list[str]]:
     rule = (rule or "per-study").strip()
@@ -166,7 +160,7 @@ def _dicom_jobs(root: Path, given: str, rule: str, uids: list[str], modality: st
             reasons = {s.series_uid: why for s, why in err.excluded if s.study_uid == study_uid}
             for s in study.series.values():
                 why = reasons.get(s.series_uid, "not selected")
-                if _is_non_image_reason(why):
+                if "image" not in s.kinds:  # SEG, RTSTRUCT, SR, ...: nothing to segment, not a failure
                     jobs.append(job(s, skip=why))
                 else:
                     jobs.append(job(s, error=f"no series to segment in this study: {why}"))

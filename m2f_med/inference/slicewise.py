@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
@@ -20,6 +21,7 @@ from monai.utils import convert_to_dst_type
 from torch import nn
 
 from m2f_med.inference.inferer import VolumeInferer
+from m2f_med.transforms.slice_stack import take_slices
 
 __all__ = ["SlicewiseInferer"]
 
@@ -107,8 +109,8 @@ class SlicewiseInferer(Inferer):
         for b in range(plain.shape[0]):
             for s0 in range(0, depth, inferer.slab_size):
                 s1 = min(depth, s0 + inferer.slab_size)
-                ext = torch.arange(s0 - k, s1 + k, device=plain.device).clamp(0, depth - 1)
-                probs = inferer.infer_slab(plain[b].index_select(-1, ext), predictor)
+                ext = np.clip(np.arange(s0 - k, s1 + k), 0, depth - 1)
+                probs = inferer.infer_slab(take_slices(plain[b], ext), predictor)
                 if out is None:
                     out = torch.zeros((plain.shape[0], probs.shape[0], *plain.shape[2:]),
                                       dtype=torch.float32, device=plain.device)
