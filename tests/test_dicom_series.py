@@ -317,3 +317,21 @@ def test_patient_name_and_id_never_reach_logs_or_meta(tmp_path, caplog):
     text = caplog.text + repr({k: v for k, v in vol.meta.items() if k != "affine"})
     assert "Johnathan" not in text and "SECRET-4711" not in text
     assert "loaded DICOM series" in caplog.text
+
+
+def test_deflated_transfer_syntax_loads_like_uncompressed(tmp_path):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    plain = load_dicom_series(write_series(tmp_path / "plain", [0.0, 1.5]))
+    deflated = load_dicom_series(
+        write_series(tmp_path / "deflated", [0.0, 1.5], transfer_syntax=DeflatedExplicitVRLittleEndian)
+    )
+    np.testing.assert_array_equal(deflated.numpy(), plain.numpy())
+
+
+def test_orientation_print_noise_stays_one_stack(tmp_path):
+    for k, eps in enumerate([0.00049, 0.00051, 0.0004, 0.0006]):  # straddles any 3-decimal rounding
+        iop = (1.0, eps, 0.0, -eps, 1.0, 0.0)
+        write_slice(tmp_path / f"s{k}", ramp_slices(4)[k], (10.0, 20.0, 2.0 * k), orientation=iop)
+    vol = load_dicom_series(tmp_path)
+    assert vol.shape[-1] == 4 and vol.meta["problems"] == []

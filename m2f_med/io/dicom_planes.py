@@ -21,7 +21,10 @@ from pydicom.tag import Tag
 
 from m2f_med.io.dicom_index import sop_class_kind, sop_class_of, sop_instance_of
 
-__all__ = ["ImagePlane", "PlaneSet", "planes_of"]
+__all__ = ["SAME_ORIENTATION", "ImagePlane", "PlaneSet", "planes_of"]
+
+# Direction cosines closer than this are one orientation (vendors print 4 to 16 decimals; 1e-3 is 0.06 deg).
+SAME_ORIENTATION = 1e-3
 
 _IN_STACK_POSITION = Tag("InStackPositionNumber")
 _IMAGE_POSITION = Tag("ImagePositionPatient")
@@ -61,10 +64,16 @@ class ImagePlane:
     spacing_between_slices: float | None
     ds: Dataset
 
-    def stack_key(self) -> tuple:
-        """Planes that can share one voxel grid have equal keys: orientation, size and pixel spacing."""
-        ps = None if self.pixel_spacing is None else tuple(round(v, 4) for v in self.pixel_spacing)
-        return (tuple(np.round(self.orientation, 3)), self.rows, self.columns, ps)
+    def same_grid(self, other: ImagePlane) -> bool:
+        """True if both planes can share one voxel grid: same size, pixel spacing (within 1e-4 relative) and
+        orientation (cosines within ``SAME_ORIENTATION``)."""
+        if (self.rows, self.columns) != (other.rows, other.columns):
+            return False
+        if (self.pixel_spacing is None) != (other.pixel_spacing is None):
+            return False
+        if self.pixel_spacing is not None and not np.allclose(self.pixel_spacing, other.pixel_spacing, rtol=1e-4):
+            return False
+        return bool(np.abs(self.orientation - other.orientation).max() < SAME_ORIENTATION)
 
 
 @dataclass

@@ -150,12 +150,16 @@ class _Pixels:
 
 
 def _choose_stack(planes: list[ImagePlane], where: Path, problems: list[str]) -> list[ImagePlane]:
-    by_key: dict[tuple, list[ImagePlane]] = defaultdict(list)
+    stacks: list[list[ImagePlane]] = []
     for p in planes:
-        by_key[p.stack_key()].append(p)
-    if len(by_key) == 1:
+        home = next((st for st in stacks if st[0].same_grid(p)), None)
+        if home is None:
+            stacks.append([p])
+        else:
+            home.append(p)
+    if len(stacks) == 1:
         return planes
-    ranked = sorted(by_key.values(), key=len, reverse=True)
+    ranked = sorted(stacks, key=len, reverse=True)
     if len(ranked[0]) == len(ranked[1]):
         desc = "; ".join(
             f"{len(g)} images {g[0].columns}x{g[0].rows} orientation {np.round(g[0].orientation, 3).tolist()}"
