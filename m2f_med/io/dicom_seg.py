@@ -1,0 +1,412 @@
+"""DICOM Segmentation (SEG) objects: label map → SEG and SEG → label map, through highdicom.
+
+Writing (``write_dicom_seg``) follows dcmqi's ``itkimage2segimage``: one BINARY SEG instance whose frames are
+pixel-for-pixel aligned with the source series' instances and reference them (DICOM PS3.3 C.8.20,
+Segmentation IOD). Each source instance's plane (ImagePositionPatient, ImageOrientationPatient,
+PixelSpacing) is mapped into the label map's voxel grid through its affine, so a label map that was flipped
+or transposed (e.g. reoriented to RAS) is still written correctly, as long as its grid coincides with the
+series grid (same voxel centres up to 0.01 voxel). Rules:
+
+* one segment per label value present, numbered 1..n in increasing label value; the segment label is the
+  name from ``labels`` (else ``"label <value>"``) and the codes come from ``m2f_med.io.codes``;
+* an all-zero mask raises ``VolumeError("mask is empty; nothing to encode")`` - a SEG without segments
+  is not valid DICOM, and silently writing nothing would hide a failed prediction;
+* labelled voxels that no source instance covers (slices created by resampling, whose
+  ``SOPInstanceUIDs`` entry is ``None``, or a grid that does not match the series) raise a ``VolumeError``;
+  empty slices without a source instance are simply not encoded;
+* the SEG is written in UTF-8 (``SpecificCharacterSet = "ISO_IR 192"``) whatever the source declares, so an
+  empty or unknown source character set (seen in real CT) cannot break writing; missing Type 2 patient/study
+  attributes of the source are written empty; SeriesDescription says "not for clinical use".
+
+Reading (``read_dicom_seg``) takes highdicom's regular-grid volume of the SEG and, given a ``reference``
+volume, resamples it onto that grid by world position (nearest neighbour, ``scipy.ndimage.affine_transform``);
+without a reference the SEG's own grid is returned. Overlapping segments: the highest segment number wins,
+and the number of overlapping voxels is reported in ``problems``. FRACTIONAL segments are thresholded at
+0.5 (probability or occupancy ≥ 0.5 belongs to the segment).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from m2f_med.io.atomic import atomic_write
+from m2f_med.io.codes import segment_codes
+from m2f_med.io.errors import VolumeError
+from m2f_med.io.volume import (
+    FOR_UID,
+    LPS_TO_RAS,
+    MODALITY,
+    SERIES_UID,
+    SOP_CLASS_UID,
+    SOP_UIDS,
+    SOURCE_FORMAT,
+    SOURCE_PATHS,
+    STUDY_UID,
+    make_volume,
+)
+from m2f_med.io.writers import label_dtype
+
+__all__ = ["SEG_SERIES_DESCRIPTION", "write_dicom_seg", "read_dicom_seg"]
+
+log = logging.getLogger(__name__)
+
+SEG_SERIES_DESCRIPTION = "m2f-med segmentation - not for clinical use"
+_GRID_TOL_VOXEL = 1e-2
+_FRACTION_THRESHOLD = 0.5
+_TYPE2_ATTRIBUTES = (
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+    "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+)
+
+
+def write_dicom_seg(
+    mask: torch.Tensor,
+    reference: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    labels: Mapping[int, str] | None = None,
+    algorithm: str | None = "m2f-med",
+    series_number: int = 300,
+    series_description: str = SEG_SERIES_DESCRIPTION,
+    manufacturer: str = "m2f-med",
+    model_name: str = "m2f-med",
+) -> Path:
+    """Write a label map as a DICOM-SEG that references the instances of its source DICOM series.
+
+    Args:
+        mask: ``MetaTensor`` ``(1, X, Y, Z)`` of integer labels (0 = background) with an RAS affine (mm), on
+            the grid of the source series (any axis order or flips; e.g. a NIfTI prediction).
+        reference: the source series as loaded by ``load_volume`` (DICOM): its ``meta["source_paths"]`` and
+            ``meta["SOPInstanceUIDs"]`` say which files to reference; they are read again with pydicom
+            (headers only, never modified).
+        path: output file (``.dcm`` by convention), written atomically.
+        labels: ``{label value: name}``; names give SegmentLabel and the SNOMED CT codes
+            (``m2f_med.io.codes.segment_codes``). Unnamed values become ``"label <value>"`` with the generic
+            "Tissue" code.
+        algorithm: algorithm name for SegmentAlgorithmType AUTOMATIC (family "Artificial Intelligence");
+            ``None`` writes MANUAL segments (e.g. converting a hand-drawn label map).
+        series_number: SeriesNumber of the new SEG series.
+        series_description: SeriesDescription; keep "not for clinical use" in it.
+        manufacturer: Manufacturer of the equipment (the software) creating the SEG.
+        model_name: ManufacturerModelName.
+
+    Returns:
+        The written path. Segment ``k`` (1-based) holds the ``k``-th smallest label value present.
+
+    Raises:
+        VolumeError: an empty mask ("mask is empty; nothing to encode"); labels that are negative,
+            non-integer or > 65535; a reference without DICOM source files; a source file that cannot be
+            read; labelled voxels that no source instance covers; highdicom refusing the data.
+
+    See Also:
+        DICOM PS3.3 A.51 (Segmentation IOD), C.8.20.2 (Segment Description); highdicom
+        ``highdicom.seg.Segmentation``; dcmqi ``itkimage2segimage``.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes as dcm_codes
+
+    from m2f_med import __version__
+
+    out = Path(path)
+    data, affine = _label_array(mask, out)
+    present = [int(v) for v in np.unique(data) if v != 0]
+    if not present:
+        raise VolumeError(out, "mask is empty; nothing to encode")
+    label_dtype(np.asarray(present), out)  # refuses negative / too large labels
+    sources = _source_datasets(reference, out)
+
+    # segment k <-> k-th smallest label value present
+    lut = np.zeros(max(present) + 1, dtype=np.uint16)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint16)
+    frames, covered = _frames_for_sources(data, affine, sources, out)
+    uncovered = int(np.count_nonzero((data != 0) & ~covered))
+    if uncovered:
+        raise VolumeError(
+            out,
+            f"{uncovered} labelled voxels lie on no source DICOM slice (slices created by resampling, or a "
+            "mask grid that differs from the series grid); resample the mask onto the original series grid",
+        )
+    frames = lut[frames]
+
+    labels = dict(labels or {})
+    descriptions = []
+    for number, value in enumerate(present, start=1):
+        name = str(labels.get(value, f"label {value}"))[:64]
+        sc = segment_codes(name)
+        if algorithm:
+            kind = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+            ident = hd.AlgorithmIdentificationSequence(
+                name=algorithm[:64], family=dcm_codes.cid7162.ArtificialIntelligence, version=__version__
+            )
+        else:
+            kind, ident = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
+        desc = hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name,
+            segmented_property_category=sc.category,
+            segmented_property_type=sc.type,
+            algorithm_type=kind,
+            algorithm_identification=ident,
+        )
+        if sc.modifier is not None:
+            desc.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+                hd.sr.CodedConcept(sc.modifier.value, sc.modifier.scheme_designator, sc.modifier.meaning)
+            ]
+        descriptions.append(desc)
+
+    try:
+        with _quiet_highdicom():
+            seg = hd.seg.Segmentation(
+                source_images=sources,
+                pixel_array=frames,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=hd.UID(),
+                series_number=series_number,
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                manufacturer=manufacturer,
+                manufacturer_model_name=model_name,
+                software_versions=__version__,
+                device_serial_number="0",
+                series_description=series_description[:64],
+                content_label="M2F_MED",
+                content_description="Segmentation written by m2f-med",
+                specific_character_set="ISO_IR 192",
+                omit_empty_frames=True,
+            )
+    except (ValueError, TypeError, AttributeError) as err:
+        raise VolumeError(out, f"highdicom cannot build the SEG: {err}") from None
+    with atomic_write(out) as tmp:
+        seg.save_as(str(tmp), enforce_file_format=True)
+    log.info("wrote DICOM-SEG with %d segments over %d source instances", len(present), len(sources))
+    return out
+
+
+def read_dicom_seg(
+    path: str | os.PathLike, reference: torch.Tensor | None = None
+) -> tuple[MetaTensor, dict[int, str]]:
+    """Read a DICOM-SEG as a label map, on a reference grid or on the SEG's own grid.
+
+    Args:
+        path: the SEG file (BINARY, FRACTIONAL or LABELMAP).
+        reference: optional volume ``(C, X, Y, Z)`` with an RAS affine (DICOM or NIfTI). When given, the
+            label map is resampled onto its grid by world position (nearest neighbour); when both carry a
+            FrameOfReferenceUID they must agree.
+
+    Returns:
+        ``(label, names)``: ``label`` is a ``(1, X, Y, Z)`` uint8/uint16 ``MetaTensor`` (RAS affine) whose
+        values are the SEG's segment numbers; ``names`` maps each segment number to its SegmentLabel.
+        Overlaps (highest segment number wins) and fractional thresholding (≥ 0.5) are noted in
+        ``meta["problems"]``.
+
+    Raises:
+        VolumeError: the file is not a readable SEG, its frames do not form a regular 3-D grid, or its
+            frame of reference differs from the reference's.
+
+    See Also:
+        DICOM PS3.3 C.8.20 (Segmentation); ``highdicom.seg.Segmentation.get_volume``.
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    p = Path(path)
+    if not p.is_file():
+        raise VolumeError(p, "file not found")
+    try:
+        ds = pydicom.dcmread(p)
+    except (InvalidDicomError, OSError, ValueError) as err:
+        raise VolumeError(p, f"not a readable DICOM file ({err})") from None
+    if ds.get("Modality") != "SEG":
+        raise VolumeError(p, f"not a DICOM Segmentation (Modality {ds.get('Modality', 'missing')!r})")
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+    except (ValueError, AttributeError, KeyError) as err:
+        raise VolumeError(p, f"highdicom cannot parse this SEG ({err})") from None
+    numbers = [int(n) for n in seg.segment_numbers if int(n) != 0]
+    names = {n: str(seg.get_segment_description(n).SegmentLabel) for n in numbers}
+    if not numbers:
+        raise VolumeError(p, "the SEG describes no segments")
+    seg_for = str(ds.get("FrameOfReferenceUID", "")) or None
+    if reference is not None:
+        ref_for = getattr(reference, "meta", {}).get(FOR_UID)
+        if seg_for and ref_for and str(ref_for) != seg_for:
+            raise VolumeError(p, f"SEG frame of reference {seg_for} differs from the reference volume's {ref_for}")
+    try:
+        vol = seg.get_volume(segment_numbers=numbers, combine_segments=False, rescale_fractional=True)
+    except (ValueError, RuntimeError) as err:
+        raise VolumeError(p, f"the SEG frames do not form a regular 3-D grid ({err})") from None
+
+    problems: list[str] = []
+    stack = np.asarray(vol.array)  # (slices, rows, columns, segments)
+    if np.issubdtype(stack.dtype, np.floating):
+        problems.append(f"fractional segmentation thresholded at {_FRACTION_THRESHOLD}")
+        stack = stack >= _FRACTION_THRESHOLD
+    stack = stack.astype(bool, copy=False)
+    overlap = int(np.count_nonzero(stack.sum(axis=-1) > 1))
+    if overlap:
+        problems.append(f"{overlap} voxels belong to several segments; the highest segment number was kept")
+    dtype = np.uint8 if max(numbers) <= 255 else np.uint16
+    label = np.zeros(stack.shape[:3], dtype=dtype)
+    for idx, number in enumerate(numbers):  # ascending: later (higher) numbers overwrite
+        label[stack[..., idx]] = number
+    # highdicom: (slice, row, column) -> LPS; ours: (X = column, Y = row, Z = slice) -> RAS
+    label = label.transpose(2, 1, 0)
+    affine = LPS_TO_RAS @ np.asarray(vol.affine, dtype=np.float64)[:, [2, 1, 0, 3]]
+
+    meta = {
+        MODALITY: "SEG",
+        SOURCE_FORMAT: "dicom-seg",
+        SOURCE_PATHS: [str(p)],
+        SERIES_UID: str(ds.get("SeriesInstanceUID", "")),
+        STUDY_UID: str(ds.get("StudyInstanceUID", "")),
+        FOR_UID: seg_for or "",
+        SOP_CLASS_UID: str(ds.get("SOPClassUID", "")),
+        "problems": problems,
+    }
+    if reference is not None:
+        ref_affine = np.asarray(torch.as_tensor(reference.affine, dtype=torch.float64).cpu().numpy())
+        ref_shape = tuple(int(s) for s in reference.shape[-3:])
+        label = _resample_nearest(label, affine, ref_affine, ref_shape)
+        affine = ref_affine
+    return make_volume(label, affine, **meta), names
+
+
+@contextlib.contextmanager
+def _quiet_highdicom():
+    """Silence highdicom's person-name warnings while copying patient attributes: they quote the name."""
+    hd_log = logging.getLogger("highdicom")
+    level = hd_log.level
+    hd_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        hd_log.setLevel(level)
+
+
+def _resample_nearest(src: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape) -> np.ndarray:
+    """Nearest-neighbour resampling of ``src`` onto a grid given by ``dst_affine``/``dst_shape`` (world mm)."""
+    from scipy.ndimage import affine_transform
+
+    m = np.linalg.inv(src_affine) @ dst_affine  # dst voxel -> src voxel
+    return affine_transform(src, m[:3, :3], offset=m[:3, 3], output_shape=dst_shape, order=0, mode="grid-constant", cval=0)
+
+
+def _label_array(mask: torch.Tensor, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    affine = getattr(mask, "affine", None)
+    if affine is None or not isinstance(mask, torch.Tensor):
+        raise VolumeError(out, "the mask must be a MetaTensor with an affine")
+    data = torch.as_tensor(mask).detach().cpu().numpy()
+    if data.ndim != 4 or data.shape[0] != 1:
+        raise VolumeError(out, f"the mask must be (1, X, Y, Z), got shape {tuple(data.shape)}")
+    data = data[0]
+    if np.issubdtype(data.dtype, np.floating):
+        label_dtype(data, out)  # refuses non-integer values
+        data = data.astype(np.int64)
+    elif data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    return data, np.asarray(torch.as_tensor(affine, dtype=torch.float64).cpu().numpy())
+
+
+def _source_datasets(reference: torch.Tensor, out: Path) -> list:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    meta = getattr(reference, "meta", None) or {}
+    paths = [str(x) for x in meta.get(SOURCE_PATHS) or []]
+    uids = [u for u in meta.get(SOP_UIDS) or [] if u]
+    if meta.get(SOURCE_FORMAT, "dicom") != "dicom" or not paths or not uids:
+        raise VolumeError(
+            out,
+            "the reference has no DICOM source instances (source_paths / SOPInstanceUIDs); load the original "
+            "series with load_volume(series folder)",
+        )
+    wanted = set(uids)
+    datasets, seen = [], set()
+    for src in dict.fromkeys(paths):
+        try:
+            ds = pydicom.dcmread(src, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError) as err:
+            raise VolumeError(src, f"cannot read source DICOM file ({err})") from None
+        uid = str(ds.get("SOPInstanceUID", ""))
+        if uid in wanted and uid not in seen:
+            seen.add(uid)
+            datasets.append(_with_type2_attributes(ds))
+    if not datasets:
+        raise VolumeError(out, "none of the reference's source files holds one of its SOPInstanceUIDs")
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
+        raise VolumeError(out, "multi-frame (enhanced) source images are not supported for SEG writing")
+    return datasets
+
+
+def _with_type2_attributes(ds):
+    """Fill the patient/study attributes highdicom copies with empty values where the source lacks them."""
+    from pydicom.valuerep import DA, TM
+
+    for keyword in _TYPE2_ATTRIBUTES:
+        if keyword not in ds or ds[keyword].value is None:
+            setattr(ds, keyword, "")
+    if str(ds.PatientSex) not in ("M", "F", "O", ""):
+        ds.PatientSex = ""
+    for keyword, kind in (("StudyDate", DA), ("PatientBirthDate", DA), ("StudyTime", TM)):
+        value = str(ds[keyword].value or "")
+        try:
+            kind(value)
+        except ValueError:
+            setattr(ds, keyword, "")
+    return ds
+
+
+def _frames_for_sources(data: np.ndarray, affine: np.ndarray, sources: list, out: Path):
+    """Sample the label map at every pixel centre of every source instance.
+
+    Returns ``(frames, covered)``: ``frames`` is ``(n_sources, Rows, Columns)`` with the label values, zero
+    outside the mask grid; ``covered`` is a bool mask of the label grid's voxels some source pixel hit.
+    """
+    inv = np.linalg.inv(affine)
+    shape = np.asarray(data.shape)
+    covered = np.zeros(data.shape, dtype=bool)
+    rows, cols = int(sources[0].Rows), int(sources[0].Columns)
+    frames = np.zeros((len(sources), rows, cols), dtype=data.dtype)
+    rr, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    for n, ds in enumerate(sources):
+        try:
+            ipp = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+            iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+            dr, dc = (float(v) for v in ds.PixelSpacing)  # (row spacing, column spacing)
+        except (AttributeError, ValueError, TypeError) as err:
+            raise VolumeError(out, f"source instance lacks plane geometry ({err})") from None
+        # DICOM PS3.3 C.7.6.2.1.1: P(r, c) = IPP + c * dc * row_cosine + r * dr * column_cosine  (LPS)
+        origin = inv @ (LPS_TO_RAS @ np.append(ipp, 1.0))
+        step_c = inv[:3, :3] @ (LPS_TO_RAS[:3, :3] @ (iop[:3] * dc))
+        step_r = inv[:3, :3] @ (LPS_TO_RAS[:3, :3] @ (iop[3:] * dr))
+        if not _aligned(origin[:3]) or not _aligned(step_c) or not _aligned(step_r):
+            continue  # this source plane does not fall on the mask grid; coverage check reports labels
+        o = np.rint(origin[:3]).astype(np.int64)
+        sc_, sr_ = np.rint(step_c).astype(np.int64), np.rint(step_r).astype(np.int64)
+        idx = [o[a] + sc_[a] * cc + sr_[a] * rr for a in range(3)]
+        inside = np.ones((rows, cols), dtype=bool)
+        for a in range(3):
+            inside &= (idx[a] >= 0) & (idx[a] < shape[a])
+        if not inside.any():
+            continue
+        sel = tuple(i[inside] for i in idx)
+        frames[n][inside] = data[sel]
+        covered[sel] = True
+    return frames, covered
+
+
+def _aligned(v: np.ndarray) -> bool:
+    return bool(np.all(np.abs(v - np.rint(v)) <= _GRID_TOL_VOXEL))
