@@ -1,0 +1,119 @@
+"""Decathlon-style datalists for the bundles: paths relative to ``dataset_dir``, per-case label names.
+
+The file format is MONAI's (``monai.data.load_decathlon_datalist``, after the Medical Segmentation
+Decathlon ``dataset.json``): sections ``training`` / ``validation`` / ``test`` hold entries with ``image``
+(a NIfTI/NRRD/MHA file or a DICOM series folder) and ``label`` (a label map file, DICOM-SEG or RTSTRUCT).
+Two m2f-med additions, both optional:
+
+* a top-level ``labels`` dict, ``{source_id: name}``, saying what the ids in the label files mean
+  (Decathlon's own key; e.g. TotalSegmentator's ``{"5": "liver", ...}``);
+* a per-entry ``label_names`` dict of the same form, for a case whose label file uses other ids
+  (e.g. a manual spleen mask with ``{"1": "spleen"}``). Entries without one get the top-level ``labels``.
+
+:class:`m2f_med.bundle.labels.RemapLabelsByNamed` turns these names into the model's ids.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from monai.data import load_decathlon_datalist
+
+from m2f_med.io.errors import VolumeError
+
+__all__ = ["LABEL_NAMES_KEY", "SECTIONS", "load_datalist", "read_label_names"]
+
+LABEL_NAMES_KEY = "label_names"
+SECTIONS = ("training", "validation", "test")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError as err:
+        raise VolumeError(path, "datalist file not found") from err
+    except json.JSONDecodeError as err:
+        raise VolumeError(path, f"not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise VolumeError(
+            path, "a datalist must be a JSON object with 'training' / 'validation' / 'test' lists"
+        )
+    return data
+
+
+def read_label_names(datalist: str | os.PathLike) -> dict[str, str]:
+    """The top-level ``labels`` of a datalist, ``{source_id (str): name}``; empty if it has none.
+
+    Raises:
+        VolumeError: the file is missing or not a JSON object, or ``labels`` is not an object.
+    """
+    path = Path(datalist)
+    labels = _read_json(path).get("labels", {})
+    if not isinstance(labels, dict):
+        raise VolumeError(path, '\'labels\' must map label ids to names, e.g. {"5": "liver"}')
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def load_datalist(
+    datalist: str | os.PathLike,
+    section: str = "training",
+    dataset_dir: str | os.PathLike | None = None,
+    check_files: bool = True,
+) -> list[dict[str, Any]]:
+    """Read one section of a datalist, with absolute paths and each case's label names.
+
+    Args:
+        datalist: the datalist JSON.
+        section: ``"training"``, ``"validation"``, ``"test"`` (or any list key of the file).
+        dataset_dir: folder the relative ``image`` / ``label`` paths are resolved against (MONAI's
+            ``base_dir``); ``None`` means the datalist's own folder.
+        check_files: raise if a listed image or label does not exist, before any heavy work starts.
+
+    Returns:
+        A list of dicts (a new copy; the file is not modified) with ``image`` and, where given, ``label`` as
+        absolute path strings, and ``label_names`` (``{source_id: name}``) for every case with a label when
+        the file or the entry names its ids. A missing or empty section gives ``[]`` for ``validation`` and
+        ``test``.
+
+    Raises:
+        VolumeError: the datalist is missing or malformed, the ``training`` section is missing, or (with
+            ``check_files``) a listed file does not exist; the message names the file and the fix.
+    """
+    path = Path(datalist)
+    data = _read_json(path)
+    entries = data.get(section)
+    if entries is None:
+        if section == "training":
+            raise VolumeError(path, "the datalist has no 'training' section")
+        return []
+    if not isinstance(entries, list):
+        raise VolumeError(path, f"section {section!r} must be a list of entries")
+    if not entries:
+        return []
+    default_names = read_label_names(path)
+    base = Path(dataset_dir) if dataset_dir is not None else path.parent
+    cases = load_decathlon_datalist(path, is_segmentation=True, data_list_key=section, base_dir=base)
+    out: list[dict[str, Any]] = []
+    for case in cases:
+        case = copy.deepcopy(case)
+        if "image" not in case:
+            raise VolumeError(path, f"an entry of {section!r} has no 'image': {case}")
+        if "label" in case:
+            names = case.get(LABEL_NAMES_KEY) or default_names
+            if names:
+                case[LABEL_NAMES_KEY] = {str(k): str(v) for k, v in names.items()}
+        if check_files:
+            for key in ("image", "label"):
+                if key in case and not Path(case[key]).exists():
+                    raise VolumeError(
+                        case[key],
+                        f"listed as {key!r} in {path} [{section}] but not found; "
+                        f"is the dataset folder right? (dataset_dir={base}; override with --dataset_dir)",
+                    )
+        out.append(case)
+    return out

@@ -1,0 +1,372 @@
+"""The MONAI bundle ``bundles/m2f_ct_organs`` end to end on real CT: train, resume, evaluate, infer, DDP, export.
+
+Every config runs through ``monai.bundle`` (``ConfigWorkflow`` in-process, the CLI for inference and
+``torchrun`` for the 2-process gloo run) for one short epoch on a few slices of the TotalSegmentator example
+CT, with overrides that make each run take seconds: 6 mm in-plane spacing, 64² windows, 2 iterations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from m2f_med.data import repo_root
+
+BUNDLE = repo_root() / "bundles" / "m2f_ct_organs"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = repo_root().parent / "shared" / "monai" / "meta_schema_20240725.json"
+
+# small and fast, but the same pipeline: real CT in, real labels, whole-volume validation
+FAST = {
+    "pixdim": [6.0, 6.0, -1.0],
+    "roi_size": [64, 64],
+    "sw_batch_size": 16,
+}
+FAST_TRAIN = {
+    **FAST,
+    "max_epochs": 1,
+    "iterations_per_epoch": 2,
+    "val_interval": 1,
+    "num_workers": 0,
+    "train#patch_size": [64, 64],
+    "train#num_samples": 2,
+}
+
+
+def _cfg(name: str) -> str:
+    return str(CONFIGS / name)
+
+
+@pytest.fixture(scope="module")
+def small_datalist(data_dir, tmp_path_factory):
+    """Training: the first 30 slices of the TotalSegmentator example CT (TotalSegmentator ids); validation:
+    the manual MSD spleen crop (its own ids, named per case); test: the held-out DICOM series."""
+    real = json.loads((CONFIGS / "datalist.json").read_text())
+    content = {
+        "labels": real["labels"],
+        "training": [
+            {"image": "totalsegmentator/example_ct_sm.nii.gz", "label": "totalsegmentator/example_seg.nii.gz"}
+        ],
+        "validation": [real["validation"][0]],
+        "test": real["test"],
+    }
+    path = tmp_path_factory.mktemp("datalist") / "small.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+def _workflow(configs, workflow_type, **override):
+    from monai.bundle import ConfigWorkflow
+
+    return ConfigWorkflow(
+        config_file=[_cfg(c) for c in configs],
+        workflow_type=workflow_type,
+        bundle_root=str(BUNDLE),
+        **override,
+    )
+
+
+def _run(workflow):
+    workflow.initialize()
+    try:
+        workflow.run()
+    finally:
+        workflow.finalize()
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, small_datalist, tmp_path_factory):
+    """One short training epoch; returns the run folder (models/, logs/)."""
+    out = tmp_path_factory.mktemp("train")
+    wf = _workflow(
+        ["train.yaml"],
+        "train",
+        dataset_dir=str(data_dir),
+        datalist=str(small_datalist),
+        ckpt_dir=str(out / "models"),
+        log_dir=str(out / "logs"),
+        output_dir=str(out / "eval"),
+        **FAST_TRAIN,
+    )
+    wf.initialize()
+    assert wf.check_properties() == []  # the keys MONAI's tools look for (train#trainer, max_epochs, ...)
+    wf.run()
+    wf.finalize()
+    return out
+
+
+def test_train_writes_best_model_checkpoint_and_logs(trained):
+    best = torch.load(trained / "models" / "model.pt", weights_only=True)
+    from m2f_med.networks import Mask2FormerNet
+
+    net = Mask2FormerNet(preset="tiny", in_channels=3, num_classes=9)
+    net.load_state_dict(best, strict=True)  # a plain state dict of the network
+    ckpt = torch.load(trained / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert set(ckpt) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model_saver"}
+    assert ckpt["trainer"]["iteration"] == 2 and ckpt["trainer"]["max_epochs"] == 1
+    rows = (trained / "logs" / "training_log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[:5] == ["epoch", "iterations", "train_loss", "lr", "epoch_seconds"]
+    assert "val_mean_dice" in header and "val_mean_dice_spleen" in header
+    values = dict(zip(header, rows[1].split(",")))
+    assert (
+        values["epoch"] == "1"
+        and np.isfinite(float(values["train_loss"]))
+        and float(values["train_loss"]) > 0
+    )
+    assert 0.0 <= float(values["val_mean_dice_spleen"]) <= 1.0
+    # the validation case names only the spleen: other classes are unknown there, not scored
+    assert values["val_mean_dice_liver"] == "nan"
+    assert list((trained / "logs").glob("events.out.tfevents.*"))
+
+
+def test_resume_continues_from_the_checkpoint(trained, data_dir, small_datalist, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = torch.load(run / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    wf = _workflow(
+        ["train.yaml"],
+        "train",
+        dataset_dir=str(data_dir),
+        datalist=str(small_datalist),
+        ckpt_dir=str(run / "models"),
+        log_dir=str(run / "logs"),
+        output_dir=str(run / "eval"),
+        **{**FAST_TRAIN, "max_epochs": 2, "resume": True},
+    )
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 1 and trainer.state.iteration == 2  # restored before running
+    optimizer = wf.parser.get_parsed_content("optimizer")
+    assert int(optimizer.state_dict()["state"][0]["step"]) == int(before["optimizer"]["state"][0]["step"])
+    wf.run()
+    wf.finalize()
+    after = torch.load(run / "models" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert after["trainer"]["iteration"] == 4
+    assert int(after["optimizer"]["state"][0]["step"]) == int(before["optimizer"]["state"][0]["step"]) + 2
+    epochs = [line.split(",")[0] for line in (run / "logs" / "training_log.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2"]
+
+
+def test_evaluate_on_the_original_grid(trained, data_dir, small_datalist, tmp_path):
+    """Dice and HD95 per case and class on the held-out DICOM series, predictions inverted to its grid."""
+    out = tmp_path / "eval"
+    wf = _workflow(
+        ["train.yaml", "evaluate.yaml"],
+        None,
+        dataset_dir=str(data_dir),
+        datalist=str(small_datalist),
+        ckpt_dir=str(trained / "models"),
+        log_dir=str(tmp_path / "logs"),
+        output_dir=str(out),
+        save_predictions=True,
+        **FAST,
+    )
+    _run(wf)
+    header, row = (out / "val_mean_dice_raw.csv").read_text().splitlines()[:2]
+    names = [
+        "liver",
+        "spleen",
+        "kidney_right",
+        "kidney_left",
+        "stomach",
+        "aorta",
+        "pancreas",
+        "gallbladder",
+        "inferior_vena_cava",
+    ]
+    assert header.split(",") == ["filename", *names, "mean"]
+    assert row.split(",")[0].endswith("example_ct_dicom")
+    dice = dict(zip(header.split(","), row.split(",")))
+    assert 0.0 <= float(dice["liver"]) <= 1.0 and dice["kidney_left"] == "nan"  # no kidney in that scan
+    assert (out / "val_hd95_raw.csv").read_text().splitlines()[0].split(",")[1:-1] == names
+    assert "val_mean_dice" in (out / "metrics.csv").read_text()
+    # the saved prediction lies on the DICOM series' own grid (512 x 512 x 20), not the 6 mm model grid
+    from m2f_med.io import load_volume
+
+    src = load_volume(str(data_dir / "totalsegmentator" / "example_ct_dicom"))
+    pred = nib.load(next(out.glob("*_seg.nii.gz")))
+    assert pred.shape == tuple(src.shape[1:]) == (512, 512, 20)
+    np.testing.assert_allclose(pred.affine, np.asarray(src.affine), atol=1e-3)
+
+
+def test_inference_cli_writes_masks_on_the_input_grid(trained, data_dir, tmp_path):
+    """The researcher's command: ``python -m monai.bundle run --config_file configs/inference.yaml ...``."""
+    image = data_dir / "totalsegmentator" / "example_ct_sm.nii.gz"
+    out = tmp_path / "pred"
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        _cfg("inference.yaml"),
+        "--bundle_root",
+        str(BUNDLE),
+        "--ckpt_path",
+        str(trained / "models" / "model.pt"),
+        "--output_dir",
+        str(out),
+        "--data",
+        json.dumps([{"image": str(image)}]),
+        "--pixdim",
+        json.dumps(FAST["pixdim"]),
+        "--roi_size",
+        json.dumps(FAST["roi_size"]),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    src = nib.load(image)
+    seg = nib.load(out / "example_ct_sm_seg.nii.gz")
+    assert seg.shape == src.shape and seg.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(seg.affine, src.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= set(range(10))
+
+
+def test_inference_config_has_the_properties_monai_tools_need(data_dir):
+    wf = _workflow(["inference.yaml"], "infer", dataset_dir=str(data_dir))
+    wf.initialize()
+    assert wf.check_properties() == []
+    pre = wf.parser.get_parsed_content("preprocessing").transforms
+    post = wf.parser.get_parsed_content("postprocessing").transforms
+    assert type(pre[0]).__name__ == "LoadImaged" and type(post[-1]).__name__ == "SaveImaged"
+
+
+def test_train_and_inference_configs_agree():
+    train = yaml.safe_load((CONFIGS / "train.yaml").read_text())
+    infer = yaml.safe_load((CONFIGS / "inference.yaml").read_text())
+    for key in (
+        "labels",
+        "num_context_slices",
+        "in_channels",
+        "pixdim",
+        "intensity",
+        "roi_size",
+        "sw_batch_size",
+        "overlap",
+        "network_def",
+        "inferer",
+    ):
+        assert train[key] == infer[key], key
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert channels == {"0": "background", **train["labels"]}
+    assert (
+        meta["network_data_format"]["inputs"]["image"]["num_channels"] == 2 * train["num_context_slices"] + 1
+    )
+
+
+def test_real_datalist_keeps_the_held_out_scan_out_of_training(data_dir):
+    from m2f_med.bundle import load_datalist
+
+    sections = {
+        s: load_datalist(CONFIGS / "datalist.json", s, data_dir) for s in ("training", "validation", "test")
+    }
+    held_out = {c["image"] for c in sections["test"]}
+    assert any(p.endswith("example_ct_dicom") for p in held_out)
+    used = {c[k] for s in ("training", "validation") for c in sections[s] for k in ("image", "label")}
+    assert not held_out & used and all(c["label_names"] for s in sections.values() for c in s)
+
+
+def test_metadata_and_network_io_verify():
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    if not SCHEMA.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"MONAI metadata schema missing: {SCHEMA}")
+        pytest.skip(f"MONAI metadata schema missing: {SCHEMA}")
+    verify_metadata(meta_file=_cfg("metadata.json"), filepath=str(SCHEMA))  # offline: the file exists
+    verify_net_in_out(
+        net_id="probability_network",
+        meta_file=_cfg("metadata.json"),
+        config_file=_cfg("inference.yaml"),
+        device="cpu",
+        n=2,
+        bundle_root=str(BUNDLE),
+        dataset_dir=str(BUNDLE),
+    )
+
+
+def test_export_command_writes_a_torch_export_program(trained, tmp_path, data_dir):
+    target = tmp_path / "model.pt2"
+    wf = _workflow(
+        ["inference.yaml"],
+        None,
+        run_id="export",
+        dataset_dir=str(data_dir),
+        ckpt_path=str(trained / "models" / "model.pt"),
+        export_filepath=str(target),
+        export_image_size=[64, 64],
+    )
+    _run(wf)
+    program = torch.export.load(str(target)).module()
+    x = torch.rand(1, 3, 64, 64)
+    probs = program(x)
+    assert probs.shape == (1, 10, 64, 64)
+    from m2f_med.networks import Mask2FormerNet, SemanticProbabilities
+
+    net = Mask2FormerNet(preset="tiny", in_channels=3, num_classes=9)
+    net.load_state_dict(torch.load(trained / "models" / "model.pt", weights_only=True))
+    torch.testing.assert_close(probs, SemanticProbabilities(net.eval())(x), atol=1e-4, rtol=1e-4)
+
+
+def test_load_bundle_reads_the_inference_config(trained, tmp_path):
+    """``m2f-med predict --bundle`` / napari read the same ``inference.yaml`` (docs/bundle_contract.md)."""
+    from m2f_med.inference import load_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(CONFIGS, bundle / "configs")
+    (bundle / "models").mkdir()
+    shutil.copy(trained / "models" / "model.pt", bundle / "models" / "model.pt")
+    model = load_bundle(bundle, "cpu")
+    assert model.labels[1] == "liver" and model.num_classes == 9 and model.num_context_slices == 1
+    assert list(model.pixdim) == [1.5, 1.5, -1.0] and model.intensity["a_min"] == -160
+
+
+@pytest.mark.slow
+def test_multi_gpu_train_runs_two_gloo_processes(data_dir, small_datalist, tmp_path):
+    """``torchrun --nproc_per_node=2`` with ``multi_gpu_train.yaml``: DDP on CPU with the gloo backend."""
+    out = tmp_path / "ddp"
+    overrides = {
+        **FAST_TRAIN,
+        "dataset_dir": str(data_dir),
+        "datalist": str(small_datalist),
+        "ckpt_dir": str(out / "models"),
+        "log_dir": str(out / "logs"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        json.dumps([_cfg("train.yaml"), _cfg("multi_gpu_train.yaml")]),
+        "--bundle_root",
+        str(BUNDLE),
+    ]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=400)
+    log = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, log
+    ckpt = torch.load(out / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in ckpt["model"])  # saved unwrapped, by rank 0
+    assert ckpt["trainer"]["iteration"] == 2
+    assert (out / "models" / "model.pt").is_file()
+    rows = (out / "logs" / "training_log.csv").read_text().splitlines()
+    assert len(rows) == 2  # one header, one epoch: only rank 0 writes
