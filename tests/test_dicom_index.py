@@ -130,3 +130,16 @@ def test_real_sarcoma_patient_series_and_rtstructs(data_dir):
     kinds = sorted((s.modality, s.kinds[0]) for s in idx)
     assert kinds == [("CT", "image"), ("MR", "image"), ("PT", "image")] + [("RTSTRUCT", "RTSTRUCT")] * 3
     assert "IBSI_1_STS_001_CT_image" in idx.describe()
+
+
+def test_corrupt_dicom_is_skipped_by_the_index_and_named_by_the_loader(tmp_path):
+    from m2f_med.io.dicom_series import load_dicom_series
+
+    write_series(tmp_path, [0.0, 1.0])
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(bytes(128) + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + bytes(40))
+    idx = index_dicom_tree(tmp_path)
+    assert len(idx) == 1 and [p.name for p, _ in idx.skipped] == ["broken.dcm"]
+    with pytest.raises(VolumeError) as err:
+        load_dicom_series([bad])
+    assert err.value.path == str(bad)

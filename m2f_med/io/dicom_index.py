@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from m2f_med.io.errors import VolumeError
 
@@ -432,8 +431,8 @@ def read_header(path: str | os.PathLike, tags: Sequence[str] | None = None) -> D
         raise VolumeError(path, "not a DICOM file (no DICM header)")
     try:
         return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags, force=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
-        raise VolumeError(path, f"unreadable DICOM header: {e}") from e
+    except Exception as e:  # corrupt files make pydicom raise many types; all mean "unreadable"
+        raise VolumeError(path, f"unreadable DICOM header: {type(e).__name__}: {e}") from e
 
 
 def _first_frame_orientation(ds: Dataset, path: Path) -> tuple[float, ...] | None:

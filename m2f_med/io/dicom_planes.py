@@ -204,6 +204,8 @@ def planes_of(ds: Dataset, path: Path) -> PlaneSet:
     sc = " secondary capture" if kind == "secondary_capture" else ""
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         return PlaneSet([], f"{sc.strip() or 'object'} without pixel data")
+    if "Rows" not in ds or "Columns" not in ds:
+        return PlaneSet([], "pixel data without Rows/Columns")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return PlaneSet([], f"colour (RGB){sc} image")
     image_type = [str(v).strip().upper() for v in (ds.get("ImageType") or [])]

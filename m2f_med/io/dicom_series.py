@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from monai.data import MetaTensor
-from pydicom.errors import InvalidDicomError
 
 from m2f_med.io.dicom_index import DicomIndex, SeriesInfo, index_dicom_tree, looks_like_dicom, sop_class_of
 from m2f_med.io.dicom_pixels import decode_frames, modality_values
@@ -132,8 +131,8 @@ def _read(path: Path) -> pydicom.Dataset:
         raise VolumeError(path, "not a DICOM file (no DICM header)")
     try:
         return pydicom.dcmread(path, defer_size=_DEFER_SIZE, force=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
-        raise VolumeError(path, f"not a readable DICOM file: {e}") from e
+    except Exception as e:  # corrupt files make pydicom raise many types; all mean "unreadable"
+        raise VolumeError(path, f"not a readable DICOM file: {type(e).__name__}: {e}") from e
 
 
 class _Pixels:
