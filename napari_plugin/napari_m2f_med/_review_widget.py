@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import numpy as np
+from napari.layers import Labels
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -104,7 +105,7 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------ layers
     def _refresh_layers(self, _event: Any = None) -> None:
         current = self.layer_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if layer._type_string == "labels"]
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)

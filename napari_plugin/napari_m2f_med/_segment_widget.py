@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.layers import Image
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -121,6 +122,7 @@ class SegmentWidget(QWidget):
 
     Attributes:
         worker: the running (or last) napari worker, ``None`` before the first run.
+        running: True from :meth:`run` until the worker has finished (handled on the GUI thread).
         result_layer: the Labels layer of the last successful run.
         last_error: the exception of the last failed run (``None`` if it succeeded or was cancelled).
     """
@@ -131,6 +133,7 @@ class SegmentWidget(QWidget):
         self.worker: Any = None
         self.result_layer: Any = None
         self.last_error: BaseException | None = None
+        self.running = False
         self._cancel = threading.Event()
         self._models: dict[tuple[str, str, str], Any] = {}
         self._signals = _Signals()
@@ -215,9 +218,7 @@ class SegmentWidget(QWidget):
 
     def _refresh_images(self, _event: Any = None) -> None:
         current = self.image_combo.currentText()
-        names = [
-            layer.name for layer in self.viewer.layers if layer._type_string == "image" and layer.ndim == 3
-        ]
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
         self.image_combo.clear()
         self.image_combo.addItems(names)
         if current in names:
@@ -268,6 +269,7 @@ class SegmentWidget(QWidget):
 
         self._cancel.clear()
         self.last_error = None
+        self.running = True
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
@@ -342,5 +344,6 @@ class SegmentWidget(QWidget):
         self.status.setText(f"failed: {err}")
 
     def _on_finished(self) -> None:
+        self.running = False
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)

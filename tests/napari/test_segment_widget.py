@@ -13,8 +13,8 @@ PLUGIN = "m2f-med"
 
 def _run(qtbot, widget, layer):
     worker = widget.run(layer)
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    # wait on state set by the GUI thread: a finished signal may fire before a waitSignal connects
+    qtbot.waitUntil(lambda: not widget.running, timeout=180_000)
     return worker
 
 
@@ -56,10 +56,9 @@ def test_cancel_stops_without_adding_a_layer(make_napari_viewer, qtbot, data_dir
     (image,) = viewer.open(str(data_dir / "dcmqi" / "ct-3slice"), plugin=PLUGIN)
     widget = SegmentWidget(viewer)
     widget.bundle_edit.setText(str(threshold_bundle))
-    worker = widget.run(image)
+    widget.run(image)
     widget.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: not widget.running, timeout=180_000)
     assert widget.result_layer is None
     assert widget.status.text() == "cancelled"
     assert len(viewer.layers) == 1

@@ -36,9 +36,8 @@ def test_segment_paint_erase_save_and_reload(make_napari_viewer, qtbot, data_dir
     (image,) = viewer.open(str(data_dir / "dcmqi" / "ct-3slice"), plugin=PLUGIN)
     widget = SegmentWidget(viewer)
     widget.bundle_edit.setText(str(threshold_bundle))
-    worker = widget.run(image)
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    widget.run(image)
+    qtbot.waitUntil(lambda: not widget.running, timeout=180_000)
     labels = widget.result_layer
     predicted = np.array(labels.data, copy=True)
 
@@ -119,4 +118,21 @@ def test_moved_layer_is_saved_where_it_is_shown(make_napari_viewer, data_dir, tm
     labels.translate = np.asarray(labels.translate) + np.array([0.0, 0.0, 10.0])  # 10 mm towards patient left
     out = tmp_path / "moved.nii.gz"
     labels.save(str(out), plugin=PLUGIN)
+    _assert_same_voxels_in_world(labels, np.asarray(labels.data), out)
+
+
+def test_gantry_tilted_series_keeps_its_sheared_affine(make_napari_viewer, data_dir, tmp_path):
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(data_dir / "dicom_edge_cases" / "dcm_qa_ct_GE_gantry_tilt"), plugin=PLUGIN)
+    assert not np.allclose(image.affine.affine_matrix, np.eye(4))  # the tilt lives in the layer affine
+    viewer.layers.selection.active = image
+    viewer._new_labels()
+    labels = viewer.layers[-1]
+    np.testing.assert_allclose(labels.affine.affine_matrix, image.affine.affine_matrix)
+    labels.brush_size = 7
+    labels.paint((20, 250, 260), 1)
+    out = tmp_path / "tilt.nii.gz"
+    labels.save(str(out), plugin=PLUGIN)
+    saved = nib.load(str(out))
+    np.testing.assert_allclose(saved.affine, np.asarray(layer_info(image).volume.affine), atol=1e-4)
     _assert_same_voxels_in_world(labels, np.asarray(labels.data), out)
