@@ -103,6 +103,12 @@ class M2FMedReader(ImageReader):
         arrays = [np.asarray(v.detach().cpu().numpy()) for v in vols]
         array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
         meta: dict[str, Any] = {k: v for k, v in first.meta.items() if k not in (MetaKeys.AFFINE,)}
+        # MONAI's DataLoader collates meta values and fails on None (e.g. FrameNumbers of single-frame
+        # DICOM slices): leave such entries out of the MONAI meta (load_volume callers still see them)
+        meta = {
+            k: v for k, v in meta.items()
+            if v is not None and not (isinstance(v, (list, tuple)) and any(x is None for x in v))
+        }
         meta[MetaKeys.AFFINE] = ref_aff.copy()
         meta[MetaKeys.ORIGINAL_AFFINE] = np.asarray(
             first.meta.get(MetaKeys.ORIGINAL_AFFINE, ref_aff), dtype=np.float64
