@@ -96,12 +96,16 @@ def read_path(path: str | Sequence[str]) -> list[LayerData]:
 
 
 def _folder_has_dicom(folder: Path) -> bool:
-    for n, (dirpath, _dirs, files) in enumerate(os.walk(folder)):
-        for name in files:
+    """True if one of the first ``_PROBE_FILES`` files under ``folder`` (sorted walk) is DICOM."""
+    looked = 0
+    for dirpath, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
             if _is_dicom_file(Path(dirpath) / name):
                 return True
-        if n > _PROBE_FILES:
-            break
+            looked += 1
+            if looked >= _PROBE_FILES:
+                return False
     return False
 
 

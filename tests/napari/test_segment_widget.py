@@ -117,3 +117,18 @@ def test_cancel_mid_run_stops_at_the_next_window_batch(data_dir, threshold_bundl
     # the model itself is untouched: a plain run still works
     mask, _ = predict_volume(volume, model)
     assert mask.shape == volume.shape
+
+
+def test_plain_napari_image_layer_is_segmented_on_its_own_grid(make_napari_viewer, qtbot, threshold_bundle):
+    viewer = make_napari_viewer()
+    hu = np.full((4, 30, 40), -1000.0, dtype=np.float32)
+    hu[:, 10:20, 10:30] = 60.0  # soft tissue -> "liver" for the threshold model
+    image = viewer.add_image(hu, scale=(5.0, 0.8, 0.8), translate=(100.0, -20.0, 30.0))
+    widget = SegmentWidget(viewer)
+    widget.bundle_edit.setText(str(threshold_bundle))
+    _run(qtbot, widget, image)
+    assert widget.last_error is None, widget.last_error
+    labels = widget.result_layer
+    np.testing.assert_allclose(labels.scale, image.scale)
+    np.testing.assert_allclose(labels.translate, image.translate)
+    np.testing.assert_array_equal(np.asarray(labels.data) == 1, hu > 0)
