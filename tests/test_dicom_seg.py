@@ -122,8 +122,10 @@ def test_non_square_series_maps_rows_and_columns(tmp_path, data_dir):
     _check_frames_match_sources(out, gtv, ct.meta["source_paths"])
     back, _ = read_dicom_seg(out, ct)
     assert torch.equal(back.as_tensor().to(torch.int64), gtv.as_tensor().to(torch.int64))
-    desc = hd.seg.segread(out).get_segment_description(1)
-    assert desc.SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"  # GTV -> Neoplasm
+    seg = hd.seg.segread(out)
+    assert seg.get_segment_description(1).SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"  # GTV
+    source_study_id = str(pydicom.dcmread(ct.meta["source_paths"][0], stop_before_pixels=True).StudyID)
+    assert len(source_study_id) > 16 and seg.StudyID == source_study_id[:16]  # SH is 16 characters at most
 
 
 def test_one_segment_per_label_present_with_codes_and_laterality(tmp_path, ct3):

@@ -118,16 +118,19 @@ def write_dicom_seg(
 
     out = Path(path)
     data, affine = _label_array(mask, out)
-    present = [int(v) for v in np.unique(data) if v != 0]
-    if not present:
+    if data.size == 0 or not data.any():
         raise VolumeError(out, "mask is empty; nothing to encode")
-    label_dtype(np.asarray(present), out)  # refuses negative / too large labels
+    label_dtype(np.array([data.min(), data.max()]), out)  # refuses negative / too large labels
+    counts = np.zeros(int(data.max()) + 1, dtype=np.int64)
+    for k in range(data.shape[2]):  # slice by slice: np.unique would sort the whole volume
+        counts += np.bincount(data[:, :, k].ravel(), minlength=counts.size)
+    present = [int(v) for v in np.flatnonzero(counts) if v != 0]
     sources = _source_datasets(reference, out)
 
     # segment k <-> k-th smallest label value present
     lut = np.zeros(max(present) + 1, dtype=np.uint16)
     lut[present] = np.arange(1, len(present) + 1, dtype=np.uint16)
-    frames, covered = _frames_for_sources(data, affine, sources, out)
+    frames, covered = _frames_for_sources(lut[data], affine, sources, out)
     uncovered = int(np.count_nonzero((data != 0) & ~covered))
     if uncovered:
         raise VolumeError(
@@ -135,7 +138,6 @@ def write_dicom_seg(
             f"{uncovered} labelled voxels lie on no source DICOM slice (slices created by resampling, or a "
             "mask grid that differs from the series grid); resample the mask onto the original series grid",
         )
-    frames = lut[frames]
 
     labels = dict(labels or {})
     descriptions = []
@@ -242,27 +244,37 @@ def read_dicom_seg(
         ref_for = getattr(reference, "meta", {}).get(FOR_UID)
         if seg_for and ref_for and str(ref_for) != seg_for:
             raise VolumeError(p, f"SEG frame of reference {seg_for} differs from the reference volume's {ref_for}")
-    try:
-        vol = seg.get_volume(segment_numbers=numbers, combine_segments=False, rescale_fractional=True)
-    except (ValueError, RuntimeError) as err:
-        raise VolumeError(p, f"the SEG frames do not form a regular 3-D grid ({err})") from None
-
     problems: list[str] = []
-    stack = np.asarray(vol.array)  # (slices, rows, columns, segments)
-    if np.issubdtype(stack.dtype, np.floating):
+    dtype = np.uint8 if max(numbers) <= 255 else np.uint16
+    label = seen = multi = grid = None
+    fractional = False
+    for number in numbers:  # one segment at a time: 100+ segments of a CT would not fit stacked
+        try:
+            vol = seg.get_volume(segment_numbers=[number], combine_segments=False, rescale_fractional=True)
+        except (ValueError, RuntimeError) as err:
+            raise VolumeError(p, f"the SEG frames do not form a regular 3-D grid ({err})") from None
+        part = np.asarray(vol.array)[..., 0]  # (slices, rows, columns)
+        if np.issubdtype(part.dtype, np.floating):
+            fractional = True
+            part = part >= _FRACTION_THRESHOLD
+        part = part.astype(bool, copy=False)
+        if label is None:
+            grid = np.asarray(vol.affine, dtype=np.float64)
+            label = np.zeros(part.shape, dtype=dtype)
+            seen, multi = np.zeros(part.shape, bool), np.zeros(part.shape, bool)
+        elif part.shape != label.shape or not np.allclose(vol.affine, grid, atol=1e-4):
+            raise VolumeError(p, f"segment {number} lies on a different grid from segment {numbers[0]}")
+        multi |= seen & part
+        seen |= part
+        label[part] = number  # ascending numbers: the highest segment wins an overlap
+    if fractional:
         problems.append(f"fractional segmentation thresholded at {_FRACTION_THRESHOLD}")
-        stack = stack >= _FRACTION_THRESHOLD
-    stack = stack.astype(bool, copy=False)
-    overlap = int(np.count_nonzero(stack.sum(axis=-1) > 1))
+    overlap = int(np.count_nonzero(multi))
     if overlap:
         problems.append(f"{overlap} voxels belong to several segments; the highest segment number was kept")
-    dtype = np.uint8 if max(numbers) <= 255 else np.uint16
-    label = np.zeros(stack.shape[:3], dtype=dtype)
-    for idx, number in enumerate(numbers):  # ascending: later (higher) numbers overwrite
-        label[stack[..., idx]] = number
     # highdicom: (slice, row, column) -> LPS; ours: (X = column, Y = row, Z = slice) -> RAS
     label = label.transpose(2, 1, 0)
-    affine = LPS_TO_RAS @ np.asarray(vol.affine, dtype=np.float64)[:, [2, 1, 0, 3]]
+    affine = LPS_TO_RAS @ grid[:, [2, 1, 0, 3]]
 
     meta = {
         MODALITY: "SEG",
@@ -352,7 +364,9 @@ def _source_datasets(reference: torch.Tensor, out: Path) -> list:
 
 
 def _with_type2_attributes(ds):
-    """Fill the patient/study attributes highdicom copies with empty values where the source lacks them."""
+    """Make the patient/study attributes highdicom copies valid: empty where the source lacks them or holds
+    an invalid date/sex, cut to 16 characters where a short string (SH) is too long. Only this in-memory
+    header copy changes, never the source file."""
     from pydicom.valuerep import DA, TM
 
     for keyword in _TYPE2_ATTRIBUTES:
@@ -360,6 +374,10 @@ def _with_type2_attributes(ds):
             setattr(ds, keyword, "")
     if str(ds.PatientSex) not in ("M", "F", "O", ""):
         ds.PatientSex = ""
+    for keyword in ("StudyID", "AccessionNumber"):  # SH: 16 characters at most (PS3.5 6.2); seen 17 in TCIA
+        value = str(ds[keyword].value or "")
+        if len(value) > 16:
+            setattr(ds, keyword, value[:16])
     for keyword, kind in (("StudyDate", DA), ("PatientBirthDate", DA), ("StudyTime", TM)):
         value = str(ds[keyword].value or "")
         try:
@@ -372,7 +390,7 @@ def _with_type2_attributes(ds):
 def _frames_for_sources(data: np.ndarray, affine: np.ndarray, sources: list, out: Path):
     """Sample the label map at every pixel centre of every source instance.
 
-    Returns ``(frames, covered)``: ``frames`` is ``(n_sources, Rows, Columns)`` with the label values, zero
+    Returns ``(frames, covered)``: ``frames`` is ``(n_sources, Rows, Columns)`` with the values of ``data``, zero
     outside the mask grid; ``covered`` is a bool mask of the label grid's voxels some source pixel hit.
     """
     inv = np.linalg.inv(affine)

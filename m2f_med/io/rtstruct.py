@@ -198,7 +198,11 @@ def load_rtstruct(
     label = np.zeros(shape, dtype=dtype)
     problems = [msg for roi in rois for msg in roi.problems]
     sizes = [int(roi.mask.sum()) for roi in rois]
-    overlap = int(np.count_nonzero(np.sum([roi.mask for roi in rois], axis=0, dtype=np.int32) > 1)) if len(rois) > 1 else 0
+    seen, multi = np.zeros(shape, bool), np.zeros(shape, bool)
+    for roi in rois:
+        multi |= seen & roi.mask
+        seen |= roi.mask
+    overlap = int(np.count_nonzero(multi))
     if overlap:
         problems.append(f"{overlap} voxels lie in several ROIs; the smallest ROI was kept")
     for idx in sorted(range(len(rois)), key=lambda i: -sizes[i]):  # largest first, smallest painted last
