@@ -73,6 +73,8 @@ class ReviewWidget(QWidget):
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setMinimumHeight(240)
+        self.table.verticalHeader().setVisible(False)
         self.refresh_button = QPushButton("Refresh")
         self.interpolate_button = QPushButton("Fill between slices")
         self.undo_button = QPushButton("Undo")
@@ -205,6 +207,7 @@ class ReviewWidget(QWidget):
                 if row["flagged"]:
                     item.setBackground(_FLAG_COLOR)
                 self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
         self._updating = False
 
     def _on_item_changed(self, item: QTableWidgetItem) -> None:

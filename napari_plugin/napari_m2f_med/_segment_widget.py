@@ -192,6 +192,7 @@ class SegmentWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addStretch(1)  # keep the form compact when docked above the Review table
 
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)

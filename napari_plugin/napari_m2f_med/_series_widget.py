@@ -39,6 +39,7 @@ class SeriesWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.open_button)
         layout.addWidget(self.status)
+        layout.addStretch(1)
         self.image_combo.currentIndexChanged.connect(lambda _i: self._refresh_series())
         self.open_button.clicked.connect(lambda: self.open_selected())
         self.viewer.layers.events.inserted.connect(self._refresh_images)
