@@ -1,0 +1,175 @@
+"""Mask2FormerLoss and label → target conversion: empty slices, ignore index, autocast, MONAI trainer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from m2f_med.networks import Mask2FormerLoss, Mask2FormerNet, Mask2FormerOutput, label_to_targets
+
+K = 3
+
+
+def _output(batch=2, queries=6, height=16, width=12, aux=2, seed=0, grad=True) -> Mask2FormerOutput:
+    gen = torch.Generator().manual_seed(seed)
+
+    def pair():
+        cls = torch.randn(batch, queries, K + 1, generator=gen)
+        mask = torch.randn(batch, queries, height, width, generator=gen)
+        return cls.requires_grad_(grad), mask.requires_grad_(grad)
+
+    cls, mask = pair()
+    return Mask2FormerOutput(class_logits=cls, mask_logits=mask, aux_outputs=[pair() for _ in range(aux)])
+
+
+def _label(batch=2, height=64, width=48) -> torch.Tensor:
+    label = torch.zeros(batch, 1, height, width)
+    label[0, 0, 8:30, 8:20] = 1
+    label[0, 0, 40:60, 24:44] = 3
+    return label
+
+
+def test_targets_from_label_map():
+    label = _label()
+    label[1, 0, 0:4, 0:4] = 2
+    targets = label_to_targets(label, num_classes=K)
+    assert [c.tolist() for c in targets.class_labels] == [[0, 2], [1]]
+    assert targets.mask_labels[0].shape == (2, 64, 48) and targets.mask_labels[0].dtype == torch.float32
+    assert targets.mask_labels[0][0].sum() == 22 * 12 and targets.valid is None
+
+
+def test_empty_slice_targets_have_hf_form():
+    targets = label_to_targets(torch.zeros(1, 1, 8, 8), num_classes=K)
+    assert targets.mask_labels[0].shape == (0, 8, 8) and targets.mask_labels[0].dtype == torch.float32
+    assert targets.class_labels[0].shape == (0,) and targets.class_labels[0].dtype == torch.long
+
+
+def test_instance_classes_split_components():
+    label = torch.zeros(1, 1, 20, 20)
+    label[0, 0, 1:4, 1:4] = 2
+    label[0, 0, 10:14, 10:14] = 2
+    label[0, 0, 16:18, 1:3] = 1
+    semantic = label_to_targets(label, K)
+    instances = label_to_targets(label, K, instance_classes=[2])
+    assert semantic.class_labels[0].tolist() == [0, 1]
+    assert instances.class_labels[0].tolist() == [0, 1, 1]
+    assert sorted(m.sum().item() for m in instances.mask_labels[0][1:]) == [9.0, 16.0]
+
+
+def test_bad_labels_are_named():
+    with pytest.raises(ValueError, match=r"\[7\]"):
+        label_to_targets(torch.full((1, 1, 4, 4), 7.0), K)
+    with pytest.raises(ValueError, match="non-integer"):
+        label_to_targets(torch.full((1, 1, 4, 4), 0.5), K)
+    with pytest.raises(ValueError, match="does not fit"):
+        Mask2FormerLoss(K, train_num_points=64)(_output(height=10), _label())
+
+
+def test_batch_with_and_without_foreground_is_finite_and_differentiable():
+    loss_fn = Mask2FormerLoss(K, train_num_points=256)
+    out = _output()
+    loss = loss_fn(out, _label())  # image 1 has no foreground at all
+    assert loss.ndim == 0 and bool(torch.isfinite(loss))
+    loss.backward()
+    assert bool(torch.isfinite(out.mask_logits.grad).all()) and float(out.class_logits.grad.abs().sum()) > 0
+    assert "loss_dice_1" in loss_fn.last_losses  # auxiliary layers counted
+    # the empty image's queries are all pushed towards "no object"
+    assert float(out.class_logits.grad[1, :, K].sum()) < 0
+
+
+def test_all_background_batch_trains_as_no_object():
+    loss_fn = Mask2FormerLoss(K, train_num_points=256)
+    out = _output(aux=0)
+    loss = loss_fn(out, torch.zeros(2, 1, 64, 48))
+    loss.backward()
+    assert bool(torch.isfinite(loss))
+    assert float(loss_fn.last_losses["loss_mask"]) == 0.0 and float(loss_fn.last_losses["loss_dice"]) == 0.0
+    assert float(out.class_logits.grad[..., K].max()) < 0  # raise every "no object" logit
+
+
+def test_metatensor_float_label():
+    label = MetaTensor(_label(), affine=torch.eye(4))
+    loss = Mask2FormerLoss(K, train_num_points=128)(_output(), label)
+    assert bool(torch.isfinite(loss))
+
+
+def test_ignore_path_equals_hf_path_without_ignored_pixels():
+    """The ignore-aware sampling consumes the same random numbers as HF's, so with nothing ignored it agrees."""
+    loss_fn = Mask2FormerLoss(K, train_num_points=200)
+    label = _label()
+    out = _output(grad=False)
+    torch.manual_seed(5)
+    hf_value = loss_fn(out, label)
+    targets = label_to_targets(label, K)
+    crit = loss_fn.criterion
+    aux = [{"masks_queries_logits": m, "class_queries_logits": c} for c, m in out.aux_outputs]
+    torch.manual_seed(5)
+    ours = crit(
+        out.mask_logits,
+        out.class_logits,
+        targets.mask_labels,
+        targets.class_labels,
+        aux,
+        valid=torch.ones(2, 1, 64, 48),
+    )
+    ours_total = sum(
+        v * next(w for k, w in loss_fn.weight_dict.items() if k in name) for name, v in ours.items()
+    )
+    torch.testing.assert_close(ours_total, hf_value)
+
+
+def test_ignored_region_does_not_count():
+    """Changing predictions deep inside the ignored region leaves the loss unchanged."""
+    loss_fn = Mask2FormerLoss(K, train_num_points=300)
+    label = _label()
+    label[:, :, :, 24:] = 255  # right half ignored in both slices (cells 6.. of the 12-wide logits)
+    base = _output(grad=False, aux=1)
+    changed = base.to(torch.float32, copy=True)
+    for m in [changed.mask_logits] + [m for _, m in changed.aux_outputs]:
+        m[..., 8:] = torch.randn_like(m[..., 8:]) * 10  # 2 cells away from the boundary
+    torch.manual_seed(7)
+    a = loss_fn(base, label)
+    torch.manual_seed(7)
+    b = loss_fn(changed, label)
+    torch.testing.assert_close(a, b)
+    torch.manual_seed(7)
+    full = Mask2FormerLoss(K, train_num_points=300, ignore_index=None)(
+        changed, torch.where(label == 255, 0, label)
+    )
+    assert not torch.allclose(full, b)  # without the ignore the changed logits do count
+
+
+def test_loss_runs_in_fp32_under_cpu_autocast():
+    out = _output(aux=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = Mask2FormerOutput(
+            class_logits=out.class_logits.bfloat16(), mask_logits=out.mask_logits.bfloat16()
+        )
+        loss = Mask2FormerLoss(K, train_num_points=128)(bf16, _label())
+    assert loss.dtype == torch.float32 and bool(torch.isfinite(loss))
+
+
+def test_survives_monai_supervised_trainer():
+    """MONAI stores the network output as PRED, feeds it to the loss and decollates it afterwards."""
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    net = Mask2FormerNet(preset="tiny", in_channels=1, num_classes=K, num_queries=4)
+    batch = {"image": torch.rand(2, 1, 32, 32), "label": torch.zeros(2, 1, 32, 32)}
+    batch["label"][0, 0, 4:12, 4:12] = 2
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[batch],
+        network=net,
+        optimizer=torch.optim.AdamW(net.parameters(), 1e-4),
+        loss_function=Mask2FormerLoss(K, train_num_points=64),
+    )
+    before = net.hf_model.class_predictor.weight.detach().clone()
+    trainer.run()
+    output = trainer.state.output
+    assert isinstance(output, list) and len(output) == 2  # decollated per image
+    assert output[0]["pred"]["class_logits"].shape == (4, K + 1)
+    assert bool(torch.isfinite(torch.as_tensor(output[0]["loss"])))
+    assert not torch.equal(before, net.hf_model.class_predictor.weight)
