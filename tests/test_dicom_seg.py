@@ -86,14 +86,15 @@ def test_seg_round_trip_on_ct_with_empty_character_set(tmp_path, ct3):
 
 def test_our_seg_agrees_with_dcmqi_seg_of_the_same_label(tmp_path, ct3, data_dir):
     ct, liver = ct3
-    ours = write_dicom_seg(liver, ct, tmp_path / "ours.dcm", labels={1: "liver"}, algorithm=None)
+    ours = write_dicom_seg(liver, ct, tmp_path / "ours.dcm", labels={"1": "liver"}, algorithm=None)  # JSON-style keys
     uids = ct.meta["SOPInstanceUIDs"]
     a = hd.seg.segread(ours).get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1])
     b = hd.seg.segread(data_dir / "dcmqi/seg_dicom/liver.dcm").get_pixels_by_source_instance(
         source_sop_instance_uids=uids, segment_numbers=[1], ignore_spatial_locations=True  # dcmqi omits the flag
     )
     np.testing.assert_array_equal(a, b)
-    assert hd.seg.segread(ours).get_segment_description(1).SegmentAlgorithmType == "MANUAL"
+    desc = hd.seg.segread(ours).get_segment_description(1)
+    assert desc.SegmentAlgorithmType == "MANUAL" and desc.SegmentLabel == "liver"
 
 
 def test_reoriented_mask_gives_the_same_frames(tmp_path, ct3):

@@ -89,7 +89,7 @@ def write_dicom_seg(
             ``meta["SOPInstanceUIDs"]`` say which files to reference; they are read again with pydicom
             (headers only, never modified).
         path: output file (``.dcm`` by convention), written atomically.
-        labels: ``{label value: name}``; names give SegmentLabel and the SNOMED CT codes
+        labels: ``{label value: name}`` (int or digit-string keys); names give SegmentLabel and the SNOMED CT codes
             (``m2f_med.io.codes.segment_codes``). Unnamed values become ``"label <value>"`` with the generic
             "Tissue" code.
         algorithm: algorithm name for SegmentAlgorithmType AUTOMATIC (family "Artificial Intelligence");
@@ -139,7 +139,7 @@ def write_dicom_seg(
             "mask grid that differs from the series grid); resample the mask onto the original series grid",
         )
 
-    labels = dict(labels or {})
+    labels = {int(k): str(v) for k, v in (labels or {}).items() if str(k).strip().lstrip("-").isdigit()}
     descriptions = []
     for number, value in enumerate(present, start=1):
         name = str(labels.get(value, f"label {value}"))[:64]
