@@ -7,6 +7,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -326,3 +327,57 @@ def test_atomic_nibabel_writer(tmp_path):
     np.testing.assert_allclose(img.affine, aff)
     assert img.get_fdata().shape == (2, 3, 4) and img.get_data_dtype() == np.uint8
     assert [p.name for p in target.parent.iterdir()] == ["case_seg.nii.gz"]
+
+
+# ---------------------------------------------------------------- label loading (real files)
+def test_load_labeld_reads_seg_and_rtstruct_onto_the_image(data_dir):
+    from monai.transforms import LoadImaged
+
+    from m2f_med.bundle import LoadLabeld
+    from m2f_med.transforms import M2FMedReader
+
+    load_image = LoadImaged("image", reader=M2FMedReader(), image_only=True)
+    seg_case = load_image(
+        {
+            "image": str(data_dir / "dcmqi" / "ct-3slice"),
+            "label": str(data_dir / "dcmqi" / "seg_dicom" / "liver.dcm"),
+        }
+    )
+    out = LoadLabeld("label")(seg_case)
+    assert tuple(out["label"].shape) == tuple(seg_case["image"].shape) == (1, 512, 512, 3)
+    np.testing.assert_allclose(
+        np.asarray(out["label"].affine), np.asarray(seg_case["image"].affine), atol=1e-4
+    )
+    assert out["label_names"] == {"1": "liver"}  # from the SEG's SegmentLabel, in snake_case
+    liver_hu = seg_case["image"][out["label"] == 1].mean().item()
+    assert 0 < liver_hu < 120  # soft tissue, so the mask lies on the liver and not beside it
+
+    sts = data_dir / "tcia" / "soft_tissue_sarcoma" / "STS_001" / "CT"
+    rt_case = load_image(
+        {
+            "image": str(sts / "dicom" / "image"),
+            "label": str(sts / "dicom" / "mask" / "RS.dcm"),
+            "label_names": {"1": "tumour"},
+        }
+    )
+    rt = LoadLabeld("label")(rt_case)
+    assert tuple(rt["label"].shape) == tuple(rt_case["image"].shape)
+    assert rt["label_names"] == {"1": "tumour"}  # the datalist's names win over the file's
+    reference = nib.load(sts / "nifti" / "mask" / "mask.nii.gz")
+    # the RTSTRUCT drawn on the series has about the volume of the reference mask (mL, same patient)
+    ml = float((rt["label"] > 0).sum()) * float(np.prod(rt["label"].pixdim.numpy())) / 1000
+    ref_ml = (
+        float((np.asarray(reference.dataobj) > 0).sum()) * np.prod(reference.header.get_zooms()[:3]) / 1000
+    )
+    assert ml == pytest.approx(ref_ml, rel=0.1)
+
+
+def test_load_label_needs_a_reference_for_rtstruct(data_dir):
+    from m2f_med.bundle import load_label, snake_case
+
+    rs = data_dir / "tcia" / "soft_tissue_sarcoma" / "STS_001" / "CT" / "dicom" / "mask" / "RS.dcm"
+    with pytest.raises(VolumeError, match="RTSTRUCT label needs"):
+        load_label(rs, None)
+    label, names = load_label(data_dir / "totalsegmentator" / "example_seg.nii.gz", None)
+    assert names == {} and label.shape[0] == 1 and not label.is_floating_point()
+    assert snake_case(" Kidney Left ") == "kidney_left" and snake_case("GTV-Mass") == "gtv_mass"
