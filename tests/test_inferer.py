@@ -223,3 +223,21 @@ def test_preview_png(tmp_path):
     assert pic.shape[0] == 24 and pic.shape[2] == 3  # rows = Y (anterior-posterior), 3 tiles side by side
     coloured = (np.abs(pic[..., 0].astype(int) - pic[..., 2].astype(int)) > 30).sum()
     assert coloured > 0  # the overlay is visible
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_and_amp_runs():
+    vol, lab = _coded_volume((37, 23, 9), LPS_LIKE, seed=11)
+    model = BundleModel(network=LabelStub(in_channels=3), labels={1: "a", 2: "b", 3: "c"}, num_context_slices=1,
+                        pixdim=(1.0, 1.0), intensity=WINDOW, roi_size=(16, 16), output="probabilities")
+    mask, _ = predict_volume(vol, model.to("cuda"), keep_probability=True)
+    np.testing.assert_array_equal(mask[0].numpy(), lab)
+    assert mask.device.type == "cpu"
+    from m2f_med.networks import Mask2FormerNet
+
+    m2f = BundleModel(network=Mask2FormerNet(preset="tiny", in_channels=3, num_classes=3), labels={1: "a", 2: "b", 3: "c"},
+                      num_context_slices=1, intensity=WINDOW, roi_size=(32, 32)).to("cuda")
+    for dtype in ("bfloat16", "float16"):
+        out, extras = predict_volume(vol, m2f, amp=True, amp_dtype=dtype)
+        assert out.shape == vol.shape and all(v is None or 0 <= v <= 1 for v in extras["confidence"].values())
