@@ -49,14 +49,15 @@ def _cfg(name: str) -> str:
 @pytest.fixture(scope="module")
 def small_datalist(data_dir, tmp_path_factory):
     """Training: the first 30 slices of the TotalSegmentator example CT (TotalSegmentator ids); validation:
-    the manual MSD spleen crop (its own ids, named per case); test: the held-out DICOM series."""
+    the manual MSD spleen crop (its own ids, named per case) and the 3-slice CT with a DICOM-SEG liver;
+    test: the held-out DICOM series."""
     real = json.loads((CONFIGS / "datalist.json").read_text())
     content = {
         "labels": real["labels"],
         "training": [
             {"image": "totalsegmentator/example_ct_sm.nii.gz", "label": "totalsegmentator/example_seg.nii.gz"}
         ],
-        "validation": [real["validation"][0]],
+        "validation": real["validation"],
         "test": real["test"],
     }
     path = tmp_path_factory.mktemp("datalist") / "small.json"
@@ -124,8 +125,9 @@ def test_train_writes_best_model_checkpoint_and_logs(trained):
         and float(values["train_loss"]) > 0
     )
     assert 0.0 <= float(values["val_mean_dice_spleen"]) <= 1.0
-    # the validation case names only the spleen: other classes are unknown there, not scored
-    assert values["val_mean_dice_liver"] == "nan"
+    # the validation cases name only spleen (NIfTI) and liver (DICOM-SEG): other classes are not scored
+    assert 0.0 <= float(values["val_mean_dice_liver"]) <= 1.0
+    assert values["val_mean_dice_kidney_left"] == "nan"
     assert list((trained / "logs").glob("events.out.tfevents.*"))
 
 
@@ -370,3 +372,68 @@ def test_multi_gpu_train_runs_two_gloo_processes(data_dir, small_datalist, tmp_p
     assert (out / "models" / "model.pt").is_file()
     rows = (out / "logs" / "training_log.csv").read_text().splitlines()
     assert len(rows) == 2  # one header, one epoch: only rank 0 writes
+    assert "val_mean_dice_liver" in rows[0]  # validation sharded over both processes, metrics gathered
+
+
+@pytest.mark.slow
+def test_multi_gpu_evaluate_runs_two_gloo_processes(trained, data_dir, small_datalist, tmp_path):
+    """``multi_gpu_evaluate.yaml``: the two validation cases split over two processes, one report."""
+    out = tmp_path / "eval"
+    overrides = {
+        **FAST,
+        "dataset_dir": str(data_dir),
+        "datalist": str(small_datalist),
+        "ckpt_dir": str(trained / "models"),
+        "output_dir": str(out),
+        "evaluate_section": "validation",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        json.dumps([_cfg("train.yaml"), _cfg("evaluate.yaml"), _cfg("multi_gpu_evaluate.yaml")]),
+        "--bundle_root",
+        str(BUNDLE),
+    ]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rows = (out / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + both cases, gathered from the two processes
+    assert any("sub-spleen2_ct" in r for r in rows) and any("ct-3slice" in r for r in rows)
+
+
+def test_unet_baseline_and_2d_variant_use_the_same_pipeline(data_dir, small_datalist, tmp_path):
+    """Issue 7's comparison: ``unet_baseline.yaml`` over train/evaluate, with k = 0 (plain 2D slices)."""
+    paths = {
+        "dataset_dir": str(data_dir),
+        "datalist": str(small_datalist),
+        "ckpt_dir": str(tmp_path / "models"),
+        "log_dir": str(tmp_path / "logs"),
+        "output_dir": str(tmp_path / "eval"),
+        "num_context_slices": 0,
+    }
+    _run(_workflow(["train.yaml", "unet_baseline.yaml"], "train", **paths, **FAST_TRAIN))
+    from monai.networks.nets import UNet
+
+    net = UNet(2, 1, 10, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2, norm="batch")
+    net.load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))
+    _run(
+        _workflow(
+            ["train.yaml", "evaluate.yaml", "unet_baseline.yaml"],
+            None,
+            evaluate_section="validation",
+            **paths,
+            **FAST,
+        )
+    )
+    header = (tmp_path / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()[0]
+    assert header.startswith("filename,liver,spleen")
