@@ -25,7 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "DICOM-SEG), labels.json and optionally statistics and a preview, plus one run_report.json. "
         "A failing series is recorded and the batch goes on; --resume redoes only what is missing.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI/NRRD/MHA files, DICOM folders or study trees")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="NIfTI/NRRD/MHA files, DICOM folders or study trees")
+    p.add_argument("--sample", nargs="?", const="ct_dicom", default=None, choices=("ct_dicom", "ct"),
+                   help="also segment a real sample CT (m2f_med.sample_data: ct_dicom (default), ct), taken from "
+                   "the local data folder ($M2F_MED_DATA) or downloaded once with a checksum")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     p.add_argument("--bundle", type=Path, default=None, help="MONAI bundle folder (configs/inference.yaml)")
     p.add_argument("--formats", default="nifti", help="comma-separated: nifti, dicom-seg (default: nifti)")
@@ -58,9 +61,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quiet:
         logging.getLogger().setLevel(logging.ERROR)
+    inputs = list(args.inputs)
+    if args.sample:
+        from m2f_med.sample_data import sample_ct_path
+
+        inputs.append(str(sample_ct_path(args.sample)))
+    if not inputs:
+        print("m2f-med: error: give at least one INPUT or --sample", file=sys.stderr)
+        return 2
     try:
         report = predict(
-            args.inputs, args.output, bundle=args.bundle, formats=args.formats, series_rule=args.series_rule,
+            inputs, args.output, bundle=args.bundle, formats=args.formats, series_rule=args.series_rule,
             resume=args.resume, device=args.device, statistics=args.statistics, preview=args.preview,
             save_probability=args.save_probability, postprocess=not args.no_postprocess, amp=args.amp,
             amp_dtype=args.amp_dtype, flip_tta=args.tta, slab_size=args.slab_size,

@@ -1,7 +1,8 @@
 """npe2 sample data: the TotalSegmentator example CT (Apache-2.0), read from the local data folder.
 
-m2f-med ships no patient images; ``m2f_med.data.data_dir()`` (``$M2F_MED_DATA`` or ``../shared/data``)
-holds them. See the repository README for the source and licence.
+m2f-med ships no patient images; ``m2f_med.sample_data.sample_ct_path`` finds them in the data folder
+(``$M2F_MED_DATA`` or ``../shared/data``) or downloads them once with a checksum. See the repository README
+for the source and licence.
 """
 
 from __future__ import annotations
@@ -19,16 +20,11 @@ SAMPLE_CT_DICOM = Path("totalsegmentator") / "example_ct_dicom"
 """The same study's DICOM series: 20 slices of 512×512 at 0.977 mm, 2 mm apart (JPEG 2000)."""
 
 
-def _sample(relative: Path) -> Path:
-    from m2f_med.data import DATA_ENV, data_dir
+def _sample(name: str) -> Path:
+    # one resolver for the CLI and the plugin: local data folder, else a checksummed download (pooch)
+    from m2f_med.sample_data import sample_ct_path
 
-    root = data_dir(required=True)
-    path = root / relative
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: sample data missing; set {DATA_ENV} to the folder holding {relative}"
-        )
-    return path
+    return sample_ct_path(name)
 
 
 def sample_ct() -> list:
@@ -38,9 +34,9 @@ def sample_ct() -> list:
         napari layer data tuples.
 
     Raises:
-        FileNotFoundError: the data folder or the file is missing.
+        VolumeError: the file fails its checksum or cannot be downloaded.
     """
-    return read_image_file(_sample(SAMPLE_CT), modality="CT")
+    return read_image_file(_sample("ct"), modality="CT")
 
 
 def sample_ct_dicom() -> list:
@@ -50,6 +46,6 @@ def sample_ct_dicom() -> list:
         napari layer data tuples.
 
     Raises:
-        FileNotFoundError: the data folder or the series is missing.
+        VolumeError: a file fails its checksum or cannot be downloaded.
     """
-    return read_dicom_folder(_sample(SAMPLE_CT_DICOM))
+    return read_dicom_folder(_sample("ct_dicom"))
