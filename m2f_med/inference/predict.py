@@ -42,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from m2f_med import __version__
+from m2f_med.data import repo_root
 from m2f_med.inference.bundle_model import BundleModel, load_bundle
 from m2f_med.inference.inferer import resolve_device
 from m2f_med.inference.volume import predict_volume
@@ -54,8 +55,9 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("nifti", "dicom-seg")
 SERIES_RULES = ("per-study", "all", "uid:<SeriesInstanceUID>[,<UID>...]")
-# The bundle used when none is given; set by the default-model work (e.g. repo_root() / "bundles/m2f_ct_organs").
-DEFAULT_BUNDLE: Path | None = None
+# The bundle used when none is given: the shipped default CT organ model of the checkout (issue 7). Absent in
+# a non-editable install: then predict() asks for --bundle (see _resolve_model).
+DEFAULT_BUNDLE: Path | None = repo_root() / "bundles" / "m2f_ct_organs"
 
 REPORT_NAME = "run_report.json"
 DONE_NAME = "done.json"
