@@ -294,8 +294,6 @@ def test_metadata_and_network_io_verify():
         config_file=_cfg("inference.yaml"),
         device="cpu",
         n=2,
-        bundle_root=str(BUNDLE),
-        dataset_dir=str(BUNDLE),
     )
 
 
