@@ -88,10 +88,17 @@ def test_all_background_batch_trains_as_no_object():
     assert float(out.class_logits.grad[..., K].max()) < 0  # raise every "no object" logit
 
 
-def test_metatensor_float_label():
+def test_metatensor_float_label_and_plain_mapping_output():
     label = MetaTensor(_label(), affine=torch.eye(4))
-    loss = Mask2FormerLoss(K, train_num_points=128)(_output(), label)
-    assert bool(torch.isfinite(loss))
+    out = _output(grad=False)
+    loss_fn = Mask2FormerLoss(K, train_num_points=128)
+    torch.manual_seed(3)
+    loss = loss_fn(out, label)
+    torch.manual_seed(3)
+    as_dict = loss_fn(dict(out), _label())
+    assert bool(torch.isfinite(loss)) and torch.equal(loss, as_dict)
+    with pytest.raises(ValueError, match="no mask_logits"):
+        loss_fn({"class_logits": out.class_logits}, _label())
 
 
 def test_ignore_path_equals_hf_path_without_ignored_pixels():

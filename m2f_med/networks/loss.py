@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -247,8 +247,9 @@ class Mask2FormerLoss(nn.Module):
         """Compute the total weighted loss of a batch.
 
         Args:
-            output: :class:`~m2f_med.networks.output.Mask2FormerOutput` (``class_logits (B, Q, K + 1)``,
-                ``mask_logits (B, Q, ceil(H / 4), ceil(W / 4))``, optional ``aux_outputs``).
+            output: :class:`~m2f_med.networks.output.Mask2FormerOutput` or a mapping with the same keys
+                (``class_logits (B, Q, K + 1)``, ``mask_logits (B, Q, ceil(H / 4), ceil(W / 4))``, optional
+                ``aux_outputs``).
             label: ``(B, 1, H, W)`` label map, values ``0..K`` or ``ignore_index`` (float / ``MetaTensor``
                 accepted).
 
@@ -256,9 +257,12 @@ class Mask2FormerLoss(nn.Module):
             Scalar float32 loss (sum of the weighted terms in :attr:`last_losses`).
 
         Raises:
-            ValueError: bad label values, or a label size that does not fit the mask logits.
+            ValueError: missing logits, bad label values, or a label size that does not fit the mask logits.
         """
-        mask_logits, class_logits = output.mask_logits, output.class_logits
+        get = output.get if isinstance(output, Mapping) else lambda key: getattr(output, key, None)
+        mask_logits, class_logits, aux_outputs = get("mask_logits"), get("class_logits"), get("aux_outputs")
+        if mask_logits is None or class_logits is None:
+            raise ValueError("the network output has no mask_logits / class_logits")
         if label.ndim == 3:
             label = label[:, None]
         height, width = int(label.shape[-2]), int(label.shape[-1])
@@ -281,10 +285,10 @@ class Mask2FormerLoss(nn.Module):
             mask_labels = [F.pad(m, pad) for m in targets.mask_labels]
             valid = None if targets.valid is None else F.pad(targets.valid, pad, value=1.0)
             aux = None
-            if self.use_auxiliary and getattr(output, "aux_outputs", None):
+            if self.use_auxiliary and aux_outputs:
                 aux = [
                     {"masks_queries_logits": m.float(), "class_queries_logits": c.float()}
-                    for c, m in output.aux_outputs
+                    for c, m in aux_outputs
                 ]
             losses = self.criterion(
                 mask_logits.float(), class_logits.float(), mask_labels, targets.class_labels, aux, valid=valid
