@@ -57,6 +57,15 @@ def test_export_errors(net, tmp_path):
 def test_onnx_export(net, tmp_path):
     path = export_onnx(net, tmp_path / "m2f.onnx", image_size=(64, 64))
     assert path.stat().st_size > 100_000
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        x = torch.rand(1, 3, 64, 64)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (onnx_probs,) = session.run(None, {"image": x.numpy()})
+        with torch.no_grad():
+            eager = SemanticProbabilities(net)(x)
+        torch.testing.assert_close(torch.from_numpy(onnx_probs), eager, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is not None, reason="onnx is installed")
