@@ -234,9 +234,18 @@ def test_kill_and_resume(stub_bundle, tmp_path):
         np.testing.assert_array_equal(np.asarray(nib.load(str(folder / "mask.nii.gz")).dataobj), lab)
 
 
-def test_cli_usage_errors_and_lazy_api(tmp_path, capsys):
+def test_cli_usage_errors_and_lazy_api(tmp_path, capsys, monkeypatch):
+    import m2f_med.inference.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "DEFAULT_BUNDLE", None)
     code = main(["predict", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o")])
     assert code == 2 and "--bundle" in capsys.readouterr().err
+    # a default bundle without weights: a usage error that names the missing checkpoint
+    monkeypatch.syspath_prepend(str(stub_module_dir(tmp_path)))
+    monkeypatch.setattr(predict_module, "DEFAULT_BUNDLE", make_test_bundle(tmp_path / "default", ckpt="none"))
+    code = main(["predict", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.pt: checkpoint not found" in err and "--bundle" in err
     code = main(["predict", str(tmp_path), "-o", str(tmp_path / "o"), "--bundle", str(tmp_path),
                  "--formats", "png"])
     assert code == 2

@@ -375,7 +375,11 @@ def _resolve_model(bundle: str | os.PathLike | BundleModel | None, device: str |
     if bundle is None:
         if DEFAULT_BUNDLE is None or not Path(DEFAULT_BUNDLE).is_dir():
             raise VolumeError(DEFAULT_BUNDLE, "no bundle given and no default bundle installed; pass --bundle PATH")
-        bundle = DEFAULT_BUNDLE
+        try:
+            return load_bundle(DEFAULT_BUNDLE, device=device)
+        except VolumeError as err:
+            raise VolumeError(err.path, f"{err.message} (default bundle {DEFAULT_BUNDLE}; pass --bundle PATH "
+                                        "to use another)") from None
     return load_bundle(bundle, device=device)
 
 

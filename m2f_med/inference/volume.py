@@ -47,6 +47,14 @@ def _nearest_onto(label: torch.Tensor, src_affine, dst_affine: np.ndarray, shape
     return torch.as_tensor(out).round().clamp(0, 255).to(torch.uint8)
 
 
+def _label_counts(label: np.ndarray, n: int, chunk: int = 32) -> np.ndarray:
+    """Voxels per label value, slab by slab: ``np.bincount`` widens its input to int64 (8 bytes per voxel)."""
+    counts = np.zeros(n, dtype=np.int64)
+    for z0 in range(0, label.shape[-1], chunk):
+        counts += np.bincount(label[..., z0:z0 + chunk].ravel(), minlength=n)[:n]
+    return counts
+
+
 def _label_meta(volume: MetaTensor, labels: dict[int, str]) -> dict[str, Any]:
     skip = {"affine", "original_affine", "spatial_shape", "space", "spacing_mm"}
     meta = {k: copy.deepcopy(v) for k, v in volume.meta.items() if k not in skip}
@@ -129,7 +137,8 @@ def predict_volume(
     prob = None
     if prob_t is not None:
         prob = make_volume(prob_t, src_aff, **_label_meta(volume, model.labels))
-    per_label = np.bincount(label_np.ravel(), minlength=model.num_classes + 1)
+    recount = bool(notes) or path != "slab"  # the inferer counted on the source grid, before post-processing
+    per_label = _label_counts(label_np, model.num_classes + 1) if recount else np.asarray(res.voxel_count)
     voxels = {name: int(per_label[c]) for c, name in model.labels.items()}
     extras = {"probability": prob, "confidence": confidence, "voxels": voxels, "path": path,
               "seconds": time.perf_counter() - t0, "notes": notes, "slices": shape[2]}

@@ -18,33 +18,15 @@ from monai.config import PathLike
 from monai.data import ImageReader, MetaTensor
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-__all__ = ["M2FMedReader", "SUPPORTED_SUFFIXES"]
+__all__ = ["M2FMedReader", "DICOM_SUFFIXES"]
 
-SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz", ".dcm", ".ima")
+DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 
 
 def _has_supported_suffix(path: Path) -> bool:
-    name = path.name.lower()
-    return any(name.endswith(s) for s in SUPPORTED_SUFFIXES)
+    from m2f_med.io.image_files import image_format
 
-
-def _load_volume(path: str, series_uid: str | None = None, **kwargs: Any) -> MetaTensor:
-    """``m2f_med.io.load_volume``; until the io layer exports it, the same dispatch over its loaders."""
-    try:
-        from m2f_med.io import load_volume
-    except ImportError:
-        load_volume = None
-    if load_volume is not None:
-        return load_volume(path, series_uid=series_uid, **kwargs)
-    from m2f_med.io import index_dicom_tree, load_dicom_series, select_series
-    from m2f_med.io.image_files import image_format, load_image_file
-
-    p = Path(path)
-    if p.is_file() and image_format(p) is not None:
-        return load_image_file(p, **kwargs)
-    if series_uid is None:
-        return load_dicom_series(p, **kwargs)
-    return load_dicom_series(select_series(index_dicom_tree(p), modality=None, series_uid=series_uid), **kwargs)
+    return image_format(path) is not None or path.name.lower().endswith(DICOM_SUFFIXES)
 
 
 class M2FMedReader(ImageReader):
@@ -59,7 +41,8 @@ class M2FMedReader(ImageReader):
     Args:
         series_uid: for a folder holding several DICOM series, the SeriesInstanceUID to read (passed to
             ``load_volume``); ``None`` lets the io layer's selection rule choose.
-        **kwargs: further keyword arguments for ``load_volume``.
+        **kwargs: further keyword arguments for ``load_volume`` (``modality``, ``label=True`` for label-map
+            files, ``volume_index``).
 
     Raises (from ``read`` / ``get_data``):
         m2f_med.io.errors.VolumeError: a file is unreadable or not a volume, or the inputs of a multi-file
@@ -78,10 +61,12 @@ class M2FMedReader(ImageReader):
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> MetaTensor | list[MetaTensor]:
         """Load each path with ``load_volume``; returns one ``(C, X, Y, Z)`` MetaTensor or a list of them."""
+        from m2f_med.io import load_volume
+
         opts = {**self.kwargs, **kwargs}
         if self.series_uid is not None:
             opts.setdefault("series_uid", self.series_uid)
-        vols = [_load_volume(os.fspath(p), **opts) for p in ensure_tuple(data)]
+        vols = [load_volume(os.fspath(p), **opts) for p in ensure_tuple(data)]
         return vols[0] if len(vols) == 1 else vols
 
     def get_data(self, img: MetaTensor | Sequence[MetaTensor]) -> tuple[np.ndarray, dict]:
