@@ -150,6 +150,29 @@ def test_slab_memory_is_bounded_by_slab_size():
     assert sum(c[0] for c in stub.calls) == 40
 
 
+def test_callback_reports_progress_and_cancels():
+    vol, _ = _coded_volume((16, 16, 10), LPS_LIKE)
+    seen: list[tuple[int, int]] = []
+    inferer = VolumeInferer(roi_size=(16, 16), slab_size=4, callback=lambda d, t: seen.append((d, t)))
+    inferer(vol, LabelStub(), ModelSpace(intensity=WINDOW))
+    assert seen[0] == (0, 10) and seen[-1] == (10, 10)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert {d for d, _ in seen} >= {4, 8, 10}
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_slab(done, total):
+        if done >= 4:
+            raise Stop
+
+    stub = LabelStub()
+    with pytest.raises(Stop):
+        VolumeInferer(roi_size=(16, 16), slab_size=4, callback=stop_after_first_slab)(
+            vol, stub, ModelSpace(intensity=WINDOW))
+    assert sum(c[0] for c in stub.calls) == 4  # the second slab never reached the network
+
+
 def test_slicewise_inferer_for_bundles():
     vol, lab = _coded_volume((19, 13, 6), np.eye(4))
     x = MetaTensor(torch.clamp(vol.as_tensor() / (100 * K), 0, 1)[None], affine=vol.affine)

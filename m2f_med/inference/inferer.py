@@ -99,6 +99,9 @@ class VolumeInferer:
         activation: ``"none"`` if the predictor returns probabilities ``(B, K+1, H, W)``, ``"softmax"`` if
             it returns logits.
         progress: show a tqdm bar over slices.
+        callback: called as ``callback(done, total)`` with slices finished so far, once before the first
+            window batch and after every window batch and slab; front ends use it for progress bars and
+            cancel by raising from it (the exception propagates out of ``__call__`` unchanged).
 
     Raises:
         ValueError: invalid settings.
@@ -119,6 +122,7 @@ class VolumeInferer:
         flip_tta: bool = False,
         activation: str = "none",
         progress: bool = False,
+        callback: Callable[[int, int], None] | None = None,
     ) -> None:
         if num_context < 0:
             raise ValueError(f"num_context must be >= 0; got {num_context}")
@@ -147,11 +151,18 @@ class VolumeInferer:
         self.flip_tta = bool(flip_tta)
         self.activation = activation
         self.progress = progress
+        self.callback = callback
+        self._done, self._total = 0, 0
         if self.amp and self.device.type != "cuda":
             log.info("amp ignored on %s: CPU inference runs in fp32", self.device)
 
     # ------------------------------------------------------------------ one slab
+    def _report(self) -> None:
+        if self.callback is not None:
+            self.callback(self._done, self._total)
+
     def _forward(self, predictor: Predictor, x: torch.Tensor) -> torch.Tensor:
+        self._report()
         y = predictor(x)
         if isinstance(y, MetaTensor):
             y = y.as_tensor()
@@ -247,6 +258,7 @@ class VolumeInferer:
         count: np.ndarray | None = None
         num_classes = 0
         bar = tqdm(total=nz, unit="slice", disable=not self.progress, leave=False, desc="slices")
+        self._done, self._total = 0, nz
         for s0 in range(0, nz, self.slab_size):
             s1 = min(nz, s0 + self.slab_size)
             n = s1 - s0
@@ -289,6 +301,8 @@ class VolumeInferer:
             if prob is not None:
                 prob[0, :, :, s0:s1] = out[1]
             bar.update(n)
+            self._done += n
+            self._report()
         bar.close()
         return SlabResult(label=label, probability=prob, confidence_sum=conf_sum, voxel_count=count,
                           num_classes=num_classes)

@@ -84,7 +84,8 @@ def predict_volume(
         progress: tqdm bar over slices.
         **inferer_options: overrides of :class:`~m2f_med.inference.inferer.VolumeInferer` settings
             (``device``, ``amp``, ``amp_dtype``, ``flip_tta``, ``slab_size``, ``sw_batch_size``, ``roi_size``,
-            ``overlap``, ``mode``).
+            ``overlap``, ``mode``, ``callback`` — ``callback(done, total)`` reports slices and may raise to
+            cancel).
 
     Returns:
         ``(mask, extras)``: ``mask`` is a ``(1, X, Y, Z)`` uint8 MetaTensor with exactly the input's affine,

@@ -7,15 +7,13 @@ structure names (``features``), the fixed colour table (``_colors``) and the per
 (mean probability of the predicted class, from Mask2Former's query class scores and mask probabilities,
 Cheng et al. 2022 Sec. 3.4).
 
-The hooks into the library are public: ``BundleModel.make_inferer`` and ``VolumeInferer.infer_slab`` (its
-``predictor`` argument is wrapped to check for Cancel).
+Progress and Cancel go through the inferer's public ``callback(done, total)`` hook (``VolumeInferer``):
+the callback emits a Qt signal and raises ``Cancelled`` once the user has pressed Cancel.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,37 +79,6 @@ def image_volume(layer: Any):
 
 class _Signals(QObject):
     progress = Signal(int, int)
-
-
-def _reporting_model(model: Any, report: Callable[[int, int], None], check: Callable[[], None]) -> Any:
-    """A shallow copy of ``model`` whose inferer reports slices done and checks for Cancel."""
-    from m2f_med.inference.inferer import VolumeInferer
-
-    class _ReportingInferer(VolumeInferer):
-        def __call__(self, volume, predictor, space=None, keep_probability=False):
-            self._total, self._done = int(volume.shape[-1]), 0
-            report(0, self._total)
-            return super().__call__(volume, predictor, space, keep_probability)
-
-        def infer_slab(self, model_slab, predictor):
-            def checked(x):
-                check()
-                return predictor(x)
-
-            out = super().infer_slab(model_slab, checked)
-            self._done += int(out.shape[-1])
-            report(self._done, self._total)
-            return out
-
-    def make_inferer(**overrides: Any) -> VolumeInferer:
-        base = model.make_inferer(**overrides)
-        inferer = _ReportingInferer.__new__(_ReportingInferer)
-        inferer.__dict__.update(vars(base))
-        return inferer
-
-    run = copy.copy(model)
-    run.make_inferer = make_inferer
-    return run
 
 
 class SegmentWidget(QWidget):
@@ -296,6 +263,10 @@ class SegmentWidget(QWidget):
         if self._cancel.is_set():
             raise Cancelled("cancelled by the user")
 
+    def _progress_or_cancel(self, done: int, total: int) -> None:
+        self._signals.progress.emit(done, total)
+        self._check()
+
     def _predict(self, volume: Any, bundle: str, checkpoint: str, device: str, options: dict[str, Any]):
         """Worker thread: load (or reuse) the model and segment the volume; ``None`` when cancelled."""
         from m2f_med.inference.volume import predict_volume
@@ -303,8 +274,7 @@ class SegmentWidget(QWidget):
         try:
             model = self._load_model(bundle, checkpoint, device)
             self._check()
-            run = _reporting_model(model, self._signals.progress.emit, self._check)
-            mask, extras = predict_volume(volume, run, **options)
+            mask, extras = predict_volume(volume, model, callback=self._progress_or_cancel, **options)
         except Cancelled:
             return None
         return model, mask, extras

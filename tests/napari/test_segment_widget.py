@@ -94,27 +94,27 @@ def test_bad_bundle_is_reported_not_raised(make_napari_viewer, qtbot, data_dir, 
         raise widget.last_error
 
 
-def test_cancel_mid_run_stops_at_the_next_window_batch(data_dir, threshold_bundle):
+def test_cancel_mid_run_stops_at_the_next_window_batch(make_napari_viewer, data_dir, threshold_bundle):
     from napari_m2f_med._reader import read_path
-    from napari_m2f_med._segment_widget import Cancelled, _reporting_model
 
     from m2f_med.inference.bundle_model import load_bundle
     from m2f_med.inference.volume import predict_volume
 
     volume = layer_info(read_path(str(data_dir / "dcmqi" / "ct-3slice"))[0][1]).volume
     model = load_bundle(threshold_bundle)
-    checks, reports = [], []
+    widget = SegmentWidget(make_napari_viewer())
+    reports = []
+    widget._signals.progress.connect(lambda done, total: reports.append((done, total)))
 
-    def check():
-        checks.append(1)
-        if len(checks) > 1:
-            raise Cancelled("stop")
+    def press_cancel_after_first_slice(done, total):
+        if done >= 1:
+            widget.cancel()
 
-    run = _reporting_model(model, lambda done, total: reports.append((done, total)), check)
-    with pytest.raises(Cancelled):
-        predict_volume(volume, run, slab_size=1, sw_batch_size=1)
-    assert reports == [(0, 3), (1, 3)]
-    # the model itself is untouched: a plain run still works
+    widget._signals.progress.connect(press_cancel_after_first_slice)
+    result = widget._predict(volume, str(threshold_bundle), "", "cpu", {"slab_size": 1, "sw_batch_size": 1})
+    assert result is None  # cancelled: nothing to add
+    assert reports[0] == (0, 3) and reports[-1] == (1, 3)  # stopped after the first slice of three
+    # the cached model is untouched: a plain run still works
     mask, _ = predict_volume(volume, model)
     assert mask.shape == volume.shape
 
