@@ -264,3 +264,37 @@ def test_label_names_map_to_codes():
     assert segment_codes("GTV-1").type.meaning == "Neoplasm" and segment_codes("tumour") is segment_codes("tumor")
     generic = segment_codes("vertebrae_L3_fragment_x")
     assert generic.generic and generic.type.value == "85756007" and generic.category.meaning == "Tissue"
+
+
+def _copy_series(src_dir, dst_dir, **blank):
+    """Copy a DICOM series, setting the given elements to empty strings (the file meta is kept)."""
+    dst_dir.mkdir()
+    for p in sorted(src_dir.iterdir()):
+        ds = pydicom.dcmread(p)
+        for keyword in blank:
+            setattr(ds, keyword, "")
+        ds.save_as(dst_dir / p.name)
+    return dst_dir
+
+
+def test_sop_uids_only_in_the_file_meta_are_referenced(tmp_path, ct3, data_dir):
+    """Like the TotalSegmentator sample CT: SOPInstanceUID/SOPClassUID empty, values in the file meta."""
+    _, liver = ct3
+    series = _copy_series(data_dir / "dcmqi/ct-3slice", tmp_path / "ct", SOPInstanceUID=None, SOPClassUID=None)
+    ct = load_volume(series)
+    out = write_dicom_seg(liver, ct, tmp_path / "seg.dcm")
+    metas = {str(pydicom.dcmread(p).file_meta.MediaStorageSOPInstanceUID) for p in series.iterdir()}
+    seg = hd.seg.segread(out)
+    refs = {item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for item in seg.PerFrameFunctionalGroupsSequence}
+    assert refs and refs <= metas
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPClassUID != ""
+
+
+def test_source_without_study_uid_is_a_clear_error(tmp_path, ct3, data_dir):
+    _, liver = ct3
+    series = _copy_series(data_dir / "dcmqi/ct-3slice", tmp_path / "ct", StudyInstanceUID=None)
+    ct = load_volume(series)
+    with pytest.raises(VolumeError, match="no StudyInstanceUID"):
+        write_dicom_seg(liver, ct, tmp_path / "seg.dcm")
+    assert not (tmp_path / "seg.dcm").exists()

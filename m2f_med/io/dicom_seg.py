@@ -40,6 +40,7 @@ from monai.data import MetaTensor
 
 from m2f_med.io.atomic import atomic_write
 from m2f_med.io.codes import segment_codes
+from m2f_med.io.dicom_index import sop_class_of, sop_instance_of
 from m2f_med.io.errors import VolumeError
 from m2f_med.io.volume import (
     FOR_UID,
@@ -352,9 +353,20 @@ def _source_datasets(reference: torch.Tensor, out: Path) -> list:
             ds = pydicom.dcmread(src, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError) as err:
             raise VolumeError(src, f"cannot read source DICOM file ({err})") from None
-        uid = str(ds.get("SOPInstanceUID", ""))
+        # the loader falls back to the file meta when the SOP Instance/Class UID elements are empty (the
+        # TotalSegmentator sample CT); match the same way and give highdicom the filled-in values
+        uid = sop_instance_of(ds)
         if uid in wanted and uid not in seen:
             seen.add(uid)
+            ds.SOPInstanceUID = uid
+            ds.SOPClassUID = sop_class_of(ds)
+            for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+                if not str(ds.get(keyword, "") or ""):
+                    raise VolumeError(
+                        src,
+                        f"the source image has no {keyword} (anonymised?); a DICOM-SEG must reference the study "
+                        "and series of its source images: write NIfTI instead",
+                    )
             datasets.append(_with_type2_attributes(ds))
     if not datasets:
         raise VolumeError(out, "none of the reference's source files holds one of its SOPInstanceUIDs")
