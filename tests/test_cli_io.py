@@ -154,3 +154,40 @@ def test_convert_errors_are_one_line_and_exit_2(capsys, tmp_path, data_dir, args
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("m2f-med: error: ") and needle in lines[0], err
     assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob(".x.*"))
+
+
+def test_convert_never_overwrites_its_inputs(capsys, tmp_path, data_dir):
+    """-o naming the input file, a slice of the --reference series, or a hard link to one: refused, untouched."""
+    import shutil
+
+    series = tmp_path / "ct"
+    shutil.copytree(data_dir / "dcmqi/ct-3slice", series)
+    nrrd = tmp_path / "liver.nrrd"
+    shutil.copy(data_dir / "dcmqi/seg_nrrd/liver_seg.nrrd", nrrd)
+    nii = tmp_path / "ct.nii.gz"
+    shutil.copy(data_dir / "totalsegmentator/example_ct_sm.nii.gz", nii)
+    before = {p: p.read_bytes() for p in [*series.iterdir(), nrrd, nii]}
+    (tmp_path / "slice.dcm").hardlink_to(series / "02.dcm")
+    cases = [
+        ([nrrd, "--reference", series, "-o", series / "01.dcm"], series / "01.dcm"),  # a slice of the reference
+        ([nrrd, "--reference", series, "-o", tmp_path / "slice.dcm"], "slice.dcm"),  # a hard link to one
+        ([nii, "-o", tmp_path / "x" / ".." / "ct.nii.gz"], "ct.nii.gz"),  # the input file itself
+    ]
+    for argv, needle in cases:
+        code, _, err = _run(capsys, "convert", *argv)
+        assert code == 2, err
+        _assert_one_line_error(err, needle)
+        assert "one of the input files" in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_convert_output_that_is_a_folder_or_under_a_file_is_one_line(capsys, tmp_path, data_dir):
+    src = data_dir / "totalsegmentator/example_ct_sm.nii.gz"
+    (tmp_path / "dir.nii.gz").mkdir()
+    (tmp_path / "file").write_text("x")
+    for out, needle in ((tmp_path / "dir.nii.gz", "Is a directory"), (tmp_path / "file" / "x.nii.gz", "file")):
+        code, _, err = _run(capsys, "convert", src, "-o", out)
+        assert code == 2
+        _assert_one_line_error(err, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.nii.gz", "file"]
+    assert list((tmp_path / "dir.nii.gz").iterdir()) == []

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except VolumeError as err:
         print(f"m2f-med: error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        print(f"m2f-med: error: {err.filename}: {err.strerror}", file=sys.stderr)
+    except OSError as err:  # missing/unwritable paths, an output that is a folder, a full disk, ...
+        print(f"m2f-med: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("m2f-med: interrupted", file=sys.stderr)

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     out: Path = args.output
     name = out.name.lower()
+    _refuse_overwriting_inputs(out, [p for p in (args.path, args.reference, args.labels) if p is not None])
     try:
         if name.endswith((".nii", ".nii.gz")):
             return _to_nifti(args)
@@ -125,6 +126,7 @@ def _to_nifti(args: argparse.Namespace) -> int:
             label, names = load_rtstruct(args.path, reference, fill=args.fill)
         else:
             label, names = read_dicom_seg(args.path, reference)
+        _refuse_overwriting_inputs(args.output, [], reference)
         write_nifti(label, args.output, label=True)
         for k, v in names.items():
             print(f"{k}\t{v}")
@@ -138,6 +140,7 @@ def _to_nifti(args: argparse.Namespace) -> int:
             f"{'x'.join(str(s) for s in vol.shape[-3:])} voxels)",
             file=sys.stderr,
         )
+    _refuse_overwriting_inputs(args.output, [], vol)
     write_nifti(vol, args.output, label=args.label or None)
     _report_problems(vol)
     return 0
@@ -153,8 +156,23 @@ def _to_seg(args: argparse.Namespace) -> int:
     mask = load_volume(args.path, label=True, volume_index=args.volume_index)
     names = read_label_names(args.labels) if args.labels else {}
     reference = load_volume(args.reference, series_uid=args.reference_series or args.series, modality=args.modality)
+    _refuse_overwriting_inputs(args.output, [], mask, reference)
     write_dicom_seg(mask, reference, args.output, labels=names, algorithm=None if args.manual else "m2f-med")
     return 0
+
+
+def _refuse_overwriting_inputs(out: Path, inputs, *volumes) -> None:
+    """Inputs are never modified: refuse an output path that is one of the input files, or one of the files a
+    loaded volume was read from (e.g. ``-o`` naming a slice of the ``--reference`` series)."""
+    from m2f_med.io.errors import VolumeError
+
+    paths = [Path(p) for p in inputs]
+    for vol in volumes:
+        paths += [Path(p) for p in (getattr(vol, "meta", None) or {}).get("source_paths", []) or []]
+    target = out.resolve()
+    for given in paths:
+        if given.is_file() and (target == given.resolve() or (out.is_file() and out.samefile(given))):
+            raise VolumeError(out, "the output is one of the input files; choose another output path")
 
 
 def _report_problems(vol) -> None:

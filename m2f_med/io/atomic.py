@@ -7,6 +7,7 @@ complete (the temporary name starts with ``.`` and ends with ``.partial``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         Whatever the body raises; the temporary file is removed first.
     """
     final = Path(path)
+    if final.is_dir():  # os.replace would fail only after the whole file was written, naming the temporary
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{suffix}", dir=final.parent)
