@@ -151,6 +151,15 @@ def test_missing_slice_is_resampled_or_refused(tmp_path):
     assert any("resampled" in p and "1 interpolated" in p for p in vol.meta["problems"])
 
 
+def test_gap_too_wide_to_interpolate_safely_is_flagged(tmp_path):
+    write_series(tmp_path, [0.0, 2.0, 4.0, 6.0, 16.0])  # 10 mm gap = four slices missing in a row
+    vol = load_dicom_series(tmp_path)
+    assert vol.shape[-1] == 9
+    assert any(p.startswith("WARNING: a gap of 10.0 mm is 5x the usual 2.00 mm") for p in vol.meta["problems"])
+    write_series(tmp_path / "one_missing", [0.0, 2.0, 4.0, 8.0])
+    assert not any("WARNING" in p for p in load_dicom_series(tmp_path / "one_missing").meta["problems"])
+
+
 def test_nonuniform_spacing_resampled_onto_median_gap_grid(tmp_path):
     z = [0.0, 2.0, 4.0, 6.0, 9.0, 12.0, 15.0]  # gaps 2, 2, 2, 3, 3, 3 -> median 2.5
     write_series(tmp_path, z, pixels=np.repeat(np.arange(7, dtype=np.int16)[:, None, None] * 10, 12, 1).reshape(7, 3, 4))

@@ -18,7 +18,8 @@ caller's. The conventions follow ``docs/ARCHITECTURE.md``:
   from the first to the last input plane (so both keep their exact positions). Output planes within the
   position tolerance of an input plane copy it exactly; the others are linear blends of the two
   neighbouring input planes, which for a tilted stack is interpolation along the tilted line on which
-  voxel ``(i, j)`` of every plane lies.
+  voxel ``(i, j)`` of every plane lies. A gap wider than ``MAX_GAP_FACTOR`` times the median gap gets a
+  WARNING in ``problems`` (more than three slices invented in a row, or two stacks bridged).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from m2f_med.io.dicom_index import slice_normal
 from m2f_med.io.errors import VolumeError
 
 __all__ = [
+    "MAX_GAP_FACTOR",
     "SAME_POSITION_MM",
     "StackLayout",
     "ResamplePlan",
@@ -42,6 +44,9 @@ __all__ = [
 
 # Two planes whose IPPs differ by less than this (every coordinate) are at the same position.
 SAME_POSITION_MM = 0.01
+
+# Gaps wider than this many median gaps (4 = more than three missing slices) are flagged when filled.
+MAX_GAP_FACTOR = 4.0
 
 
 def position_tolerance_mm(spacing_mm: float) -> float:
@@ -178,7 +183,7 @@ def plan_stack(
         ``StackLayout`` with the LPS affine, tilt and (if needed) the resampling plan.
 
     Raises:
-        VolumeError: planes not on one straight line (variable tilt or several stacks), or non-uniform
+        VolumeError: planes not on one straight line (variable tilt or several stacks), non-uniform
             spacing with ``on_nonuniform="error"``.
         ValueError: ``on_nonuniform`` is not ``"resample"`` or ``"error"``.
     """
@@ -251,6 +256,12 @@ def plan_stack(
     plan = _resample_plan(d, target)
     out_spacing = float(plan.distances_mm[1] - plan.distances_mm[0])
     n_new = sum(src is None for src in plan.source)
+    if gaps.max() > MAX_GAP_FACTOR * target:
+        problems.append(
+            f"WARNING: a gap of {gaps.max():.1f} mm is {gaps.max() / target:.0f}x the usual {target:.2f} mm "
+            "spacing: more than three slices missing in a row, or two stacks in one series; the slices "
+            "filled in there are interpolated across a wide gap (load with on_nonuniform='error' to refuse)"
+        )
     problems.append(
         f"non-uniform slice spacing ({summary}) resampled to a uniform {out_spacing:.3f} mm grid: "
         f"{len(plan.distances_mm)} slices from {len(d)}, {n_new} interpolated (SOPInstanceUID None)"
