@@ -86,7 +86,11 @@ def test_colour_series_flagged(tmp_path):
 
 def test_nothing_dicom_is_an_error(tmp_path):
     (tmp_path / "a.txt").write_text("x")
-    with pytest.raises(VolumeError, match="no DICOM series found"):
+    with pytest.raises(VolumeError, match="no DICOM series found") as err:
+        index_dicom_tree(tmp_path)
+    assert "image files" not in str(err.value)
+    (tmp_path / "ct.nii.gz").write_bytes(b"\x1f\x8b not really")
+    with pytest.raises(VolumeError, match=r"image files such as ct\.nii\.gz: pass those files themselves"):
         index_dicom_tree(tmp_path)
     with pytest.raises(VolumeError, match="no such file"):
         index_dicom_tree(tmp_path / "missing")
