@@ -435,3 +435,17 @@ def test_unet_baseline_and_2d_variant_use_the_same_pipeline(data_dir, small_data
     )
     header = (tmp_path / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()[0]
     assert header.startswith("filename,liver,spleen")
+
+
+def test_loss_samples_the_presets_points_and_the_shipped_recipe_keeps_its_own():
+    from monai.bundle import ConfigParser
+
+    from m2f_med.networks import PRESETS
+
+    def loss_points(*files):
+        parser = ConfigParser()
+        parser.read_config([_cfg(f) for f in files])
+        return parser.get_parsed_content("loss").criterion.num_points
+
+    assert loss_points("train.yaml") == PRESETS["tiny"].train_num_points == 1024
+    assert loss_points("train.yaml", "train_default_model.yaml") == 12544  # how the 0.2.0 weights were trained
