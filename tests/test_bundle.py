@@ -449,3 +449,22 @@ def test_loss_samples_the_presets_points_and_the_shipped_recipe_keeps_its_own():
 
     assert loss_points("train.yaml") == PRESETS["tiny"].train_num_points == 1024
     assert loss_points("train.yaml", "train_default_model.yaml") == 12544  # how the 0.2.0 weights were trained
+
+
+def test_readme_torchrun_evaluate_lines_have_a_case_per_process():
+    """Each ``torchrun ... evaluate.yaml`` line of the bundle README, run verbatim on ``configs/datalist.json``,
+    needs at least ``nproc_per_node`` cases in the section it evaluates (MONAI's DistributedSampler refuses
+    fewer): the default ``test`` section holds a single case."""
+    import re
+
+    readme = (BUNDLE / "docs" / "README.md").read_text().replace("\\\n", " ")  # join continued lines
+    datalist = json.loads((CONFIGS / "datalist.json").read_text())
+    default = yaml.safe_load((CONFIGS / "evaluate.yaml").read_text())["evaluate_section"]
+    commands = re.findall(r"^torchrun [^\n]*", readme, flags=re.M)
+    evaluate = [c for c in commands if "evaluate.yaml" in c and "--dataset_dir" not in c]
+    assert evaluate, "no torchrun evaluation example in the README"
+    for command in evaluate:
+        nproc = int(re.search(r"--nproc_per_node=(\d+)", command).group(1))
+        section = re.search(r"--evaluate_section (\w+)", command)
+        section = section.group(1) if section else default
+        assert len(datalist[section]) >= nproc, (command, section, len(datalist[section]))
