@@ -235,6 +235,45 @@ def test_inference_cli_writes_masks_on_the_input_grid(trained, data_dir, tmp_pat
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= set(range(10))
 
 
+def test_inference_cli_keeps_cases_with_the_same_name_apart(trained, data_dir, tmp_path):
+    """Two inputs named alike in different folders (``a/ct.nii.gz``, ``b/ct.nii.gz``, a common dataset layout)
+    give two masks, each under its folder, instead of one overwriting the other."""
+    src = data_dir / "totalsegmentator" / "example_ct_sm.nii.gz"
+    cases = tmp_path / "cases"
+    for name in ("a", "b"):
+        (cases / name).mkdir(parents=True)
+        shutil.copyfile(src, cases / name / "ct.nii.gz")
+    out = tmp_path / "pred"
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        _cfg("inference.yaml"),
+        "--bundle_root",
+        str(BUNDLE),
+        "--ckpt_path",
+        str(trained / "models" / "model.pt"),
+        "--output_dir",
+        str(out),
+        "--data",
+        json.dumps([{"image": str(cases / n / "ct.nii.gz")} for n in ("a", "b")]),
+        "--pixdim",
+        json.dumps(FAST["pixdim"]),
+        "--roi_size",
+        json.dumps(FAST["roi_size"]),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
+    assert written == ["a/ct_seg.nii.gz", "b/ct_seg.nii.gz"]
+    for name in ("a", "b"):
+        seg = nib.load(out / name / "ct_seg.nii.gz")
+        np.testing.assert_allclose(seg.affine, nib.load(src).affine, atol=1e-4)
+
+
 def test_inference_config_has_the_properties_monai_tools_need(data_dir):
     wf = _workflow(["inference.yaml"], "infer", dataset_dir=str(data_dir))
     wf.initialize()
