@@ -490,6 +490,21 @@ def test_loss_samples_the_presets_points_and_the_shipped_recipe_keeps_its_own():
     assert loss_points("train.yaml", "train_default_model.yaml") == 12544  # how the 0.2.0 weights were trained
 
 
+def test_training_never_writes_into_the_shipped_models_folder():
+    from monai.bundle import ConfigParser
+
+    def resolved(key, *files):
+        parser = ConfigParser()
+        parser.read_config([_cfg(f) for f in files])
+        parser["bundle_root"] = str(BUNDLE)
+        return os.path.normpath(parser.get_parsed_content(key))
+
+    shipped = os.path.normpath(BUNDLE / "models")
+    for files in (("train.yaml",), ("train.yaml", "train_default_model.yaml"), ("train.yaml", "multi_gpu_train.yaml")):
+        assert resolved("ckpt_dir", *files) != shipped and resolved("log_dir", *files).startswith(str(BUNDLE / "runs"))
+    assert resolved("ckpt_dir", "train.yaml", "evaluate.yaml") == shipped  # evaluation defaults to the shipped model
+
+
 def test_readme_torchrun_evaluate_lines_have_a_case_per_process():
     """Each ``torchrun ... evaluate.yaml`` line of the bundle README, run verbatim on ``configs/datalist.json``,
     needs at least ``nproc_per_node`` cases in the section it evaluates (MONAI's DistributedSampler refuses
