@@ -133,3 +133,19 @@ def test_round_trip_of_real_label_keeps_voxels_and_geometry(tmp_path, data_dir):
     assert nib.load(str(out)).get_data_dtype() == np.uint8
     assert torch.equal(back.as_tensor(), src.as_tensor())
     np.testing.assert_allclose(back.affine.numpy(), src.affine.numpy(), atol=1e-5)
+
+
+def test_label_names_sidecar_round_trip_and_fallback(tmp_path):
+    from m2f_med.io.label_names import label_names_path, read_label_names_beside, write_label_names_beside
+
+    mask = tmp_path / "case1" / "mask.nii.gz"
+    assert label_names_path(mask) == tmp_path / "case1" / "mask.labels.json"
+    assert read_label_names_beside(mask) == {}
+    (tmp_path / "case1").mkdir()
+    (tmp_path / "case1" / "labels.json").write_text('{"1": "liver", "2": "spleen"}')  # m2f-med predict's
+    assert read_label_names_beside(mask) == {1: "liver", 2: "spleen"}
+    write_label_names_beside(mask, {3: "aorta"})  # the file's own sidecar wins
+    assert read_label_names_beside(mask) == {3: "aorta"}
+    label_names_path(mask).write_text("[1, 2]")
+    with pytest.raises(VolumeError, match="mask.labels.json: not a label-name file"):
+        read_label_names_beside(mask)

@@ -14,6 +14,7 @@ from m2f_med.io.series_selection import (
     SeriesSelectionError,
     select_series,
 )
+from m2f_med.io.label_names import read_label_names_beside, write_label_names_beside
 from m2f_med.io.writers import write_nifti
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "load_volume",
     "load_image_file",
     "write_nifti",
+    "read_label_names_beside",
+    "write_label_names_beside",
     "load_rtstruct",
     "rtstruct_masks",
     "write_dicom_seg",

@@ -189,6 +189,7 @@ def read_image_file(path: str | os.PathLike, modality: str | None = None) -> lis
         VolumeError: the file cannot be read.
     """
     from m2f_med.io.image_files import load_image_file
+    from m2f_med.io.label_names import read_label_names_beside
     from m2f_med.io.volume import make_volume
 
     p = Path(path)
@@ -202,7 +203,7 @@ def read_image_file(path: str | os.PathLike, modality: str | None = None) -> lis
         }
         label = make_volume(array.astype(dtype), np.asarray(volume.affine, dtype=np.float64), **meta)
         reference = image_on_same_grid(label)
-        return [labels_layer_data(label, reference=reference)]
+        return [labels_layer_data(label, read_label_names_beside(p) or None, reference=reference)]
     return image_layer_data(volume)
 
 

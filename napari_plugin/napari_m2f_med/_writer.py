@@ -63,16 +63,21 @@ def write_labels_nifti(path: str, data: Any, meta: dict) -> list[str]:
         meta: the layer state napari passes (scale, translate, affine, metadata, features, ...).
 
     Returns:
-        ``[path]``.
+        ``[path]``, plus ``<stem>.labels.json`` with the structure names when the layer has any (NIfTI
+        cannot hold names; the reader picks the sidecar up again).
 
     Raises:
         VolumeError: wrong suffix, negative or too large label values (``m2f_med.io.write_nifti``).
         ValueError: the layer is not 3-D.
     """
+    from m2f_med.io.label_names import write_label_names_beside
     from m2f_med.io.writers import write_nifti
 
-    label, _info, _reference, _names = _label_volume(data, meta)
-    return [str(write_nifti(label, path, label=True))]
+    label, _info, _reference, names = _label_volume(data, meta)
+    written = [str(write_nifti(label, path, label=True))]
+    if names:
+        written.append(str(write_label_names_beside(path, names)))
+    return written
 
 
 def write_labels_dicom_seg(path: str, data: Any, meta: dict) -> list[str]:

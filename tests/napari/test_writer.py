@@ -76,8 +76,10 @@ def test_segment_paint_erase_save_and_reload(make_napari_viewer, qtbot, data_dir
         np.testing.assert_allclose(reloaded.scale, labels.scale, rtol=1e-6)
         np.testing.assert_allclose(reloaded.translate, labels.translate, atol=1e-4)
         np.testing.assert_allclose(reloaded.affine.affine_matrix, labels.affine.affine_matrix, atol=1e-6)
-    names = dict(zip(viewer.layers[-1].features["index"], viewer.layers[-1].features["name"]))
-    assert names[1] == "liver" and names[2] == "spleen"
+        # names survive both: the SEG holds them, the NIfTI carries an edited.labels.json sidecar
+        names = dict(zip(reloaded.features["index"], reloaded.features["name"]))
+        assert names[1] == "liver" and names[2] == "spleen", path
+    assert (tmp_path / "edited.labels.json").is_file()
 
 
 def test_new_labels_layer_over_a_ras_nifti_saves_on_the_source_grid(make_napari_viewer, data_dir, tmp_path):
