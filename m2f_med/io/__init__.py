@@ -6,6 +6,7 @@ from m2f_med.io.dicom_seg import read_dicom_seg, write_dicom_seg
 from m2f_med.io.dicom_series import load_dicom_series
 from m2f_med.io.errors import DecoderMissingError, VolumeError
 from m2f_med.io.image_files import load_image_file
+from m2f_med.io.label_names import read_label_names_beside, write_label_names_beside
 from m2f_med.io.loader import load_volume
 from m2f_med.io.rtstruct import load_rtstruct, rtstruct_masks
 from m2f_med.io.series_selection import (
@@ -14,7 +15,6 @@ from m2f_med.io.series_selection import (
     SeriesSelectionError,
     select_series,
 )
-from m2f_med.io.label_names import read_label_names_beside, write_label_names_beside
 from m2f_med.io.writers import write_nifti
 
 __all__ = [
