@@ -24,6 +24,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from m2f_med.io.errors import VolumeError
+from m2f_med.io.image_files import is_image_file
 
 __all__ = [
     "InstanceInfo",
@@ -41,9 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# Non-DICOM image files a user may point a folder at by mistake (named in the "no DICOM series" error).
-IMAGE_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
 
 # Only what discovery and series selection need; patient-identifying tags are deliberately absent.
 _HEADER_TAGS = [
@@ -576,7 +574,7 @@ def index_dicom_tree(root: str | os.PathLike) -> DicomIndex:
         n_files, root, len(index.studies), len(index), len(index.skipped),
     )
     if not index.studies:
-        images = [p for p, _ in index.skipped if p.name.lower().endswith(IMAGE_FILE_SUFFIXES)]
+        images = [p for p, _ in index.skipped if is_image_file(p)]
         hint = f"; it holds image files such as {images[0].name}: pass those files themselves" if images else ""
         raise VolumeError(root, f"no DICOM series found ({n_files} files looked at, none is a DICOM instance){hint}")
     return index

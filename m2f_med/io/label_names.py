@@ -14,17 +14,16 @@ from pathlib import Path
 
 from m2f_med.io.atomic import atomic_write
 from m2f_med.io.errors import VolumeError
+from m2f_med.io.image_files import IMAGE_SUFFIXES
 
 __all__ = ["label_names_path", "read_label_names_beside", "write_label_names_beside"]
-
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl.gz", ".gipl")
 
 
 def label_names_path(image_path: str | os.PathLike) -> Path:
     """``mask.nii.gz`` → ``mask.labels.json`` in the same folder."""
     p = Path(image_path)
     name = p.name
-    for suffix in _IMAGE_SUFFIXES:
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
