@@ -149,3 +149,7 @@ def test_label_names_sidecar_round_trip_and_fallback(tmp_path):
     label_names_path(mask).write_text("[1, 2]")
     with pytest.raises(VolumeError, match="mask.labels.json: not a label-name file"):
         read_label_names_beside(mask)
+    # another tool's labels.json in a data folder (e.g. pyradiomics/labels.json) is not ours: ignored
+    label_names_path(mask).unlink()
+    (tmp_path / "case1" / "labels.json").write_text('{"brain1/brain2 (MR)": {"1": "lesion"}}')
+    assert read_label_names_beside(mask) == {}

@@ -37,20 +37,33 @@ def read_label_names_beside(image_path: str | os.PathLike) -> dict[int, str]:
         image_path: the label map file.
 
     Returns:
-        ``{int id: str name}`` from ``<stem>.labels.json``, else ``labels.json`` in the same folder.
+        ``{int id: str name}`` from ``<stem>.labels.json``, else from ``labels.json`` in the same folder when
+        that is such a mapping (a folder's ``labels.json`` in another format is ignored).
 
     Raises:
-        VolumeError: a sidecar exists but is not a JSON object of ``"id": "name"`` pairs.
+        VolumeError: ``<stem>.labels.json`` exists but is not a JSON object of ``"id": "name"`` pairs.
     """
     p = Path(image_path)
-    for candidate in (label_names_path(p), p.with_name("labels.json")):
-        if candidate.is_file():
-            try:
-                raw = json.loads(candidate.read_text(encoding="utf-8"))
-                return {int(k): str(v) for k, v in raw.items()}
-            except (ValueError, AttributeError, TypeError) as err:
-                raise VolumeError(candidate, f"not a label-name file {{\"1\": \"liver\", ...}}: {err}") from None
-    return {}
+    own = label_names_path(p)
+    if own.is_file():
+        names = _parse(own)
+        if names is None:
+            raise VolumeError(own, 'not a label-name file {"1": "liver", ...}')
+        return names
+    shared = p.with_name("labels.json")
+    # a folder's labels.json may be some other tool's description of the data: use it only if it is ours
+    return (_parse(shared) or {}) if shared.is_file() else {}
+
+
+def _parse(path: Path) -> dict[int, str] | None:
+    """``{id: name}`` if the file is a JSON object of integer keys and plain values, else ``None``."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or any(isinstance(v, (dict, list)) for v in raw.values()):
+            return None
+        return {int(k): str(v) for k, v in raw.items()}
+    except (ValueError, UnicodeDecodeError):  # not JSON, or a key that is not an integer
+        return None
 
 
 def write_label_names_beside(image_path: str | os.PathLike, names: Mapping[int, str]) -> Path:
