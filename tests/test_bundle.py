@@ -201,33 +201,27 @@ def test_evaluate_on_the_original_grid(trained, data_dir, small_datalist, tmp_pa
     np.testing.assert_allclose(pred.affine, np.asarray(src.affine), atol=1e-3)
 
 
-def test_inference_cli_writes_masks_on_the_input_grid(trained, data_dir, tmp_path):
+def _run_inference_cli(trained, images, out):
     """The researcher's command: ``python -m monai.bundle run --config_file configs/inference.yaml ...``."""
-    image = data_dir / "totalsegmentator" / "example_ct_sm.nii.gz"
-    out = tmp_path / "pred"
     cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        _cfg("inference.yaml"),
-        "--bundle_root",
-        str(BUNDLE),
-        "--ckpt_path",
-        str(trained / "models" / "model.pt"),
-        "--output_dir",
-        str(out),
-        "--data",
-        json.dumps([{"image": str(image)}]),
-        "--pixdim",
-        json.dumps(FAST["pixdim"]),
-        "--roi_size",
-        json.dumps(FAST["roi_size"]),
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", _cfg("inference.yaml"),
+        "--bundle_root", str(BUNDLE),
+        "--ckpt_path", str(trained / "models" / "model.pt"),
+        "--output_dir", str(out),
+        "--data", json.dumps([{"image": str(i)} for i in images]),
+        "--pixdim", json.dumps(FAST["pixdim"]),
+        "--roi_size", json.dumps(FAST["roi_size"]),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_inference_cli_writes_masks_on_the_input_grid(trained, data_dir, tmp_path):
+    image = data_dir / "totalsegmentator" / "example_ct_sm.nii.gz"
+    out = tmp_path / "pred"
+    _run_inference_cli(trained, [image], out)
     src = nib.load(image)
     seg = nib.load(out / "example_ct_sm_seg.nii.gz")
     assert seg.shape == src.shape and seg.get_data_dtype() == np.uint8
@@ -244,29 +238,7 @@ def test_inference_cli_keeps_cases_with_the_same_name_apart(trained, data_dir, t
         (cases / name).mkdir(parents=True)
         shutil.copyfile(src, cases / name / "ct.nii.gz")
     out = tmp_path / "pred"
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        _cfg("inference.yaml"),
-        "--bundle_root",
-        str(BUNDLE),
-        "--ckpt_path",
-        str(trained / "models" / "model.pt"),
-        "--output_dir",
-        str(out),
-        "--data",
-        json.dumps([{"image": str(cases / n / "ct.nii.gz")} for n in ("a", "b")]),
-        "--pixdim",
-        json.dumps(FAST["pixdim"]),
-        "--roi_size",
-        json.dumps(FAST["roi_size"]),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _run_inference_cli(trained, [cases / n / "ct.nii.gz" for n in ("a", "b")], out)
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
     assert written == ["a/ct_seg.nii.gz", "b/ct_seg.nii.gz"]
     for name in ("a", "b"):
