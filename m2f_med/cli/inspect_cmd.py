@@ -65,7 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``inspect``; returns the exit code (0; errors propagate as ``VolumeError`` → exit 2)."""
-    report = inspect_path(args.path)
+    from m2f_med.io.volume import array_volumes
+
+    with array_volumes():  # describing needs no tensors: no torch / MONAI import, start-up well under 2 s
+        report = inspect_path(args.path)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")

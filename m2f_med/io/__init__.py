@@ -1,43 +1,53 @@
-"""Files <-> volumes with exact geometry (see docs/ARCHITECTURE.md for the volume contract)."""
+"""Files <-> volumes with exact geometry (see docs/ARCHITECTURE.md for the volume contract).
 
-from m2f_med.io.dicom_index import DicomIndex, InstanceInfo, SeriesInfo, StudyInfo, index_dicom_tree
-from m2f_med.io.dicom_pixels import DECODER_PACKAGES
-from m2f_med.io.dicom_seg import read_dicom_seg, write_dicom_seg
-from m2f_med.io.dicom_series import load_dicom_series
-from m2f_med.io.errors import DecoderMissingError, VolumeError
-from m2f_med.io.image_files import load_image_file
-from m2f_med.io.label_names import read_label_names_beside, write_label_names_beside
-from m2f_med.io.loader import load_volume
-from m2f_med.io.rtstruct import load_rtstruct, rtstruct_masks
-from m2f_med.io.series_selection import (
-    AmbiguousSeriesError,
-    NoSeriesError,
-    SeriesSelectionError,
-    select_series,
-)
-from m2f_med.io.writers import write_nifti
+The names below are imported on first use (PEP 562 module ``__getattr__``): ``import m2f_med.io`` and
+``from m2f_med.io.errors import VolumeError`` load neither torch nor MONAI, so the CLI starts in well under
+a second. Each submodule imports only what it needs (``dicom_index`` needs pydicom and numpy; building a
+``MetaTensor`` needs torch and MONAI).
+"""
 
-__all__ = [
-    "VolumeError",
-    "DecoderMissingError",
-    "DicomIndex",
-    "StudyInfo",
-    "SeriesInfo",
-    "InstanceInfo",
-    "index_dicom_tree",
-    "select_series",
-    "SeriesSelectionError",
-    "AmbiguousSeriesError",
-    "NoSeriesError",
-    "load_dicom_series",
-    "DECODER_PACKAGES",
-    "load_volume",
-    "load_image_file",
-    "write_nifti",
-    "read_label_names_beside",
-    "write_label_names_beside",
-    "load_rtstruct",
-    "rtstruct_masks",
-    "write_dicom_seg",
-    "read_dicom_seg",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "VolumeError": "errors",
+    "DecoderMissingError": "errors",
+    "DicomIndex": "dicom_index",
+    "StudyInfo": "dicom_index",
+    "SeriesInfo": "dicom_index",
+    "InstanceInfo": "dicom_index",
+    "index_dicom_tree": "dicom_index",
+    "select_series": "series_selection",
+    "SeriesSelectionError": "series_selection",
+    "AmbiguousSeriesError": "series_selection",
+    "NoSeriesError": "series_selection",
+    "load_dicom_series": "dicom_series",
+    "DECODER_PACKAGES": "dicom_pixels",
+    "load_volume": "loader",
+    "load_image_file": "image_files",
+    "write_nifti": "writers",
+    "read_label_names_beside": "label_names",
+    "write_label_names_beside": "label_names",
+    "load_rtstruct": "rtstruct",
+    "rtstruct_masks": "rtstruct",
+    "write_dicom_seg": "dicom_seg",
+    "read_dicom_seg": "dicom_seg",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'm2f_med.io' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"m2f_med.io.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+

@@ -24,10 +24,10 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
-from monai.data import MetaTensor
 
 from m2f_med.io.dicom_index import DicomIndex, SeriesInfo, index_dicom_tree, looks_like_dicom, sop_class_of
 from m2f_med.io.dicom_pixels import decode_frames, modality_values
@@ -48,6 +48,9 @@ from m2f_med.io.volume import (
     lps_to_ras_affine,
     make_volume,
 )
+
+if TYPE_CHECKING:  # MONAI takes seconds to import; make_volume imports it when it builds a MetaTensor
+    from monai.data import MetaTensor
 
 __all__ = ["FRAME_NUMBERS", "load_dicom_series", "series_paths"]
 

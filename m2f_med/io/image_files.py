@@ -23,13 +23,15 @@ from __future__ import annotations
 import os
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from monai.data import MetaTensor
 
 from m2f_med.io.errors import VolumeError
 from m2f_med.io.volume import LPS_TO_RAS, MODALITY, SOURCE_FORMAT, SOURCE_PATHS, make_volume
+
+if TYPE_CHECKING:  # MONAI takes seconds to import; make_volume imports it when it builds a MetaTensor
+    from monai.data import MetaTensor
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from monai.data import MetaTensor
+from typing import TYPE_CHECKING
 
 from m2f_med.io.errors import VolumeError
 from m2f_med.io.image_files import image_format, load_image_file
 from m2f_med.io.volume import add_problem
+
+if TYPE_CHECKING:  # MONAI takes seconds to import; make_volume imports it when it builds a MetaTensor
+    from monai.data import MetaTensor
 
 __all__ = ["load_volume", "dicom_object_kind"]
 

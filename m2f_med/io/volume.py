@@ -10,16 +10,23 @@ Axis and geometry conventions (see ``docs/ARCHITECTURE.md``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
+
+if TYPE_CHECKING:  # torch and MONAI take seconds to import; only make_volume needs them, at call time
+    import torch
+    from monai.data import MetaTensor
 
 __all__ = [
     "LPS_TO_RAS",
     "make_volume",
+    "ArrayVolume",
+    "array_volumes",
     "lps_to_ras_affine",
     "spacing_from_affine",
     "orientation_code",
@@ -80,6 +87,52 @@ def orientation_code(affine: np.ndarray) -> str:
     return "".join(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
 
 
+@dataclass
+class ArrayVolume:
+    """A volume held as a NumPy array: what the loaders return inside :func:`array_volumes`.
+
+    It has the attributes of the ``MetaTensor`` volume that describe it (``shape``, ``dtype``, ``affine``,
+    ``meta``) and none of its tensor behaviour; it exists so that ``m2f-med inspect`` can describe a series
+    without importing torch and MONAI (several seconds at start-up).
+
+    Attributes:
+        array: ``(C, X, Y, Z)`` NumPy array.
+        affine: ``(4, 4)`` float64 voxel index -> RAS world (mm).
+        meta: the same metadata ``make_volume`` puts on a ``MetaTensor``.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(C, X, Y, Z)``."""
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The array's NumPy dtype."""
+        return self.array.dtype
+
+
+_ARRAY_VOLUMES = contextvars.ContextVar("m2f_med_array_volumes", default=False)
+
+
+@contextlib.contextmanager
+def array_volumes() -> Iterator[None]:
+    """Within this block ``make_volume`` (and so every loader) returns an :class:`ArrayVolume`, not a ``MetaTensor``.
+
+    For callers that only describe volumes (``m2f-med inspect``): neither torch nor MONAI is imported.
+    Context-local (``contextvars``), so other threads keep getting ``MetaTensor`` volumes.
+    """
+    token = _ARRAY_VOLUMES.set(True)
+    try:
+        yield
+    finally:
+        _ARRAY_VOLUMES.reset(token)
+
+
 def make_volume(array: np.ndarray | torch.Tensor, affine_ras: np.ndarray, **meta: Any) -> MetaTensor:
     """Build an m2f-med volume.
 
@@ -90,22 +143,22 @@ def make_volume(array: np.ndarray | torch.Tensor, affine_ras: np.ndarray, **meta
 
     Returns:
         ``MetaTensor`` with ``affine``, ``original_affine``, ``spatial_shape``, ``space="RAS"``,
-        ``spacing_mm`` and ``problems`` set, plus ``meta``.
+        ``spacing_mm`` and ``problems`` set, plus ``meta``. Inside :func:`array_volumes` an
+        :class:`ArrayVolume` with the same ``affine`` and ``meta`` instead.
 
     Raises:
         ValueError: if the array is not 3-D or 4-D or the affine is not 4×4 and invertible.
     """
-    t = torch.as_tensor(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
-    if t.ndim == 3:
-        t = t[None]
-    if t.ndim != 4:
-        raise ValueError(f"a volume must be (C, X, Y, Z); got shape {tuple(t.shape)}")
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4:
+        raise ValueError(f"a volume must be (C, X, Y, Z); got shape {tuple(array.shape)}")
     aff = np.asarray(affine_ras, dtype=np.float64)
     if aff.shape != (4, 4) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
         raise ValueError(f"affine must be an invertible 4x4 matrix; got {aff!r}")
     m: dict[str, Any] = {
         "original_affine": aff.copy(),
-        "spatial_shape": np.asarray(t.shape[1:]),
+        "spatial_shape": np.asarray(array.shape[1:]),
         "space": "RAS",
         SPACING: spacing_from_affine(aff),
         PROBLEMS: [],
@@ -113,6 +166,12 @@ def make_volume(array: np.ndarray | torch.Tensor, affine_ras: np.ndarray, **meta
     }
     m.update(meta)
     m.setdefault("filename_or_obj", str((m.get(SOURCE_PATHS) or [""])[0]))
+    if _ARRAY_VOLUMES.get() and isinstance(array, np.ndarray):
+        return ArrayVolume(array, aff, m)
+    import torch
+    from monai.data import MetaTensor
+
+    t = torch.as_tensor(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
     return MetaTensor(t, affine=torch.as_tensor(aff), meta=m)
 
 
