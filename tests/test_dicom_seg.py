@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from m2f_med.io.codes import ORGAN_CODES, normalise_label_name, segment_codes
-from m2f_med.io.dicom_seg import read_dicom_seg, write_dicom_seg
+from m2f_med.io.colors import label_rgb
+from m2f_med.io.dicom_seg import SegmentInfo, read_dicom_seg, segment_infos, write_dicom_seg
 from m2f_med.io.errors import VolumeError
 from m2f_med.io.image_files import load_image_file
 from m2f_med.io.loader import load_volume
@@ -145,10 +146,43 @@ def test_one_segment_per_label_present_with_codes_and_laterality(tmp_path, ct3):
     assert t1.CodeValue == "64033007" and t1.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "7771000"
     assert d2.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
     assert d3.SegmentedPropertyTypeCodeSequence[0].CodeValue == "85756007"  # generic "Tissue"
+    # the label values survive in SegmentDescription, so reading gives back the ids of labels.json
+    assert [d.SegmentDescription for d in (d1, d2, d3)] == ["label value 2", "label value 7", "label value 9"]
     back, names = read_dicom_seg(out, ct)
-    assert names == {1: "kidney_left", 2: "GTV-1", 3: "odd thing"}
-    lut = np.array([0, 0, 1, 0, 0, 0, 0, 2, 0, 3])
-    np.testing.assert_array_equal(back.numpy()[0], lut[arr])
+    assert names == {2: "kidney_left", 7: "GTV-1", 9: "odd thing"}
+    np.testing.assert_array_equal(back.numpy()[0], arr)
+    # RecommendedDisplayCIELabValue from the shared colour table, back to the same RGB within rounding
+    infos = {i["label_value"]: i for i in back.meta["segments"]}
+    for value, name in ((2, "kidney_left"), (7, "GTV-1"), (9, "odd thing")):
+        assert np.abs(np.subtract(infos[value]["rgb"], label_rgb(value, name))).max() <= 1
+        assert infos[value]["algorithm_type"] == "AUTOMATIC" and infos[value]["algorithm_name"] == "m2f-med"
+
+
+def test_segment_infos_set_algorithm_type_colour_and_tracking(tmp_path, ct3):
+    """Edited model labels are SEMIAUTOMATIC, labels the model never made are MANUAL; the model is named."""
+    ct, liver = ct3
+    arr = np.zeros(liver.shape[1:], np.uint8)
+    arr[100:150, 200:260, 0] = 1
+    arr[300:320, 300:340, 1] = 2
+    arr[10:20, 10:20, 2] = 5
+    infos = segment_infos({1: "liver", 2: "spleen", 5: "lesion"}, [1, 2, 5], algorithm="My model 1.0",
+                          edited=[2], model_values=[1, 2])
+    infos[5] = SegmentInfo(5, "lesion", (10, 200, 30), "MANUAL", tracking_id="lesion 1")
+    out = write_dicom_seg(make_volume(arr, liver.affine.numpy()), ct, tmp_path / "s.dcm", segments=infos)
+    seg = hd.seg.segread(out)
+    d1, d2, d3 = (seg.get_segment_description(n) for n in (1, 2, 3))
+    assert [d.SegmentAlgorithmType for d in (d1, d2, d3)] == ["AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"]
+    assert d2.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "My model 1.0"
+    assert "SegmentationAlgorithmIdentificationSequence" not in d3
+    assert d3.TrackingID == "lesion 1" and d3.TrackingUID
+    back, names = read_dicom_seg(out, ct)
+    assert names == {1: "liver", 2: "spleen", 5: "lesion"}
+    got = {i["label_value"]: i for i in back.meta["segments"]}
+    assert np.abs(np.subtract(got[5]["rgb"], (10, 200, 30))).max() <= 1
+    assert got[5]["tracking_id"] == "lesion 1" and got[2]["algorithm_type"] == "SEMIAUTOMATIC"
+    with pytest.raises(VolumeError, match="must name its algorithm"):
+        write_dicom_seg(make_volume(arr, liver.affine.numpy()), ct, tmp_path / "t.dcm",
+                        segments=[SegmentInfo(1, "liver", algorithm_type="SEMIAUTOMATIC")])
 
 
 def test_empty_mask_is_a_clear_error_and_writes_nothing(tmp_path, ct3):

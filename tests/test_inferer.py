@@ -241,11 +241,25 @@ def test_preview_png(tmp_path):
     img = make_volume(np.random.default_rng(0).normal(0, 100, (32, 24, 8)).astype(np.float32), LPS_LIKE)
     lab = np.zeros((32, 24, 8), dtype=np.uint8)
     lab[4:10, 3:9, 2:6] = 1
-    path = render_preview(img, lab, tmp_path / "p.png", modality="CT")
+    path = render_preview(img, lab, tmp_path / "p.png", modality="CT", legend=False)
     pic = np.asarray(Image.open(path))
     assert pic.shape[0] == 24 and pic.shape[2] == 3  # rows = Y (anterior-posterior), 3 tiles side by side
     coloured = (np.abs(pic[..., 0].astype(int) - pic[..., 2].astype(int)) > 30).sum()
     assert coloured > 0  # the overlay is visible
+    # with names: the shared colour table (opaque overlay shows it exactly) and a legend below the slices
+    from m2f_med.io.colors import label_rgb
+
+    path = render_preview(img, lab, tmp_path / "q.png", modality="CT", names={1: "spleen"}, alpha=1.0)
+    pic = np.asarray(Image.open(path))
+    from m2f_med.inference.preview import preview_slices
+
+    shown = len(preview_slices(lab))
+    assert pic.shape[0] > 24 + 10 and pic.shape[1] >= shown * 32
+    spleen = np.all(pic[:24] == label_rgb(1, "spleen"), axis=-1)
+    assert spleen.sum() == shown * 6 * 6  # 6 x 6 voxels on each slice shown
+    legend = pic[24:]
+    assert np.all(legend == label_rgb(1, "spleen"), axis=-1).sum() >= 100  # the swatch
+    assert (legend.min(axis=-1) > 200).sum() > 20  # white legend text
 
 
 @pytest.mark.gpu

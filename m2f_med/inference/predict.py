@@ -317,7 +317,8 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
         else:
             from m2f_med.io.dicom_seg import write_dicom_seg
 
-            write_dicom_seg(mask, volume, out / "mask.seg.dcm", labels=model.labels)
+            algorithm = (model.metadata or {}).get("name") or "m2f-med"  # the model, named as the SEG's algorithm
+            write_dicom_seg(mask, volume, out / "mask.seg.dcm", labels=model.labels, algorithm=str(algorithm))
             files.append("mask.seg.dcm")
     _write_json(out / "labels.json", labels)
     files.append("labels.json")
@@ -335,7 +336,8 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
     if opts["preview"]:
         from m2f_med.inference.preview import render_preview
 
-        render_preview(volume, mask, out / "preview.png", modality=str(volume.meta.get("modality", "")))
+        render_preview(volume, mask, out / "preview.png", modality=str(volume.meta.get("modality", "")),
+                       names=model.labels)
         files.append("preview.png")
     timings["write_s"] = time.perf_counter() - t
     info = {

@@ -1,6 +1,8 @@
-"""Preview PNG: a few axial slices of the image with the predicted mask overlaid (PIL + numpy only).
+"""Preview PNG: a few axial slices of the image with the predicted mask overlaid, and a legend (PIL + numpy).
 
-Slices are shown in the radiological convention when the array axes allow it (patient right on the image
+Colours come from the one m2f-med colour table (``m2f_med.io.colors.label_rgb``), so every structure has the
+RGB the napari plugin shows and the DICOM-SEG recommends. Below the slices a legend lists every label
+present in the volume: a colour swatch, the label value and the structure name. Slices are shown in the radiological convention when the array axes allow it (patient right on the image
 left, anterior at the top), chosen at 25 / 50 / 75 % of the foreground's extent along Z (of the whole volume
 when the mask is empty), and tiled left to right. CT is shown in a soft-tissue window (W 400, L 40 HU),
 other modalities between their 1st and 99th percentiles.
@@ -9,7 +11,7 @@ other modalities between their 1st and 99th percentiles.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +19,14 @@ import torch
 from PIL import Image
 
 from m2f_med.io.atomic import atomic_write
+from m2f_med.io.colors import label_rgb
 from m2f_med.io.volume import orientation_code
 
-__all__ = ["render_preview", "preview_slices", "PALETTE"]
-
-# Distinct colours (Okabe-Ito + Tableau) for label values 1, 2, ...; repeats after the last entry.
-PALETTE = np.array([
-    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
-    (204, 121, 167), (227, 119, 194), (188, 189, 34), (23, 190, 207), (148, 103, 189), (140, 86, 75),
-], dtype=np.float32)
+__all__ = ["render_preview", "preview_slices", "label_lut"]
 
 _CT_WINDOW = (-160.0, 240.0)
+_LEGEND_FONT_PX = 14
+_SWATCH_PX = 12
 
 
 def _np(x) -> np.ndarray:
@@ -65,6 +64,47 @@ def _display(slice_xy: np.ndarray, codes: str) -> np.ndarray:
     return a.T if horiz[0] == 0 else a
 
 
+def label_lut(values, names: Mapping[int, str] | None = None) -> np.ndarray:
+    """RGB look-up table ``(max(values) + 1, 3)`` float32 (0-255) from the shared colour table.
+
+    Args:
+        values: the label values to colour (ints > 0).
+        names: ``{label value: structure name}``; named organs take their fixed colour.
+    """
+    names = {int(k): str(v) for k, v in (names or {}).items()}
+    values = [int(v) for v in values]
+    lut = np.zeros((max([0, *values]) + 1, 3), dtype=np.float32)
+    for v in values:
+        if v > 0:
+            lut[v] = label_rgb(v, names.get(v))
+    return lut
+
+
+def _legend(values: Sequence[int], names: Mapping[int, str], lut: np.ndarray, width: int) -> Image.Image:
+    """A legend panel: one swatch + "value name" per label, in as many columns as ``width`` allows."""
+    from PIL import ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=_LEGEND_FONT_PX)
+    except TypeError:  # Pillow < 10.1 has only the bitmap font
+        font = ImageFont.load_default()
+    texts = [f"{v} {names.get(v, f'label {v}')}" for v in values]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max(int(probe.textlength(t, font=font)) for t in texts)
+    line_h = _LEGEND_FONT_PX + 6
+    col_w = _SWATCH_PX + 6 + text_w + 16
+    ncols = max(1, width // col_w)
+    nrows = -(-len(texts) // ncols)
+    panel = Image.new("RGB", (max(width, col_w), nrows * line_h + 8), (0, 0, 0))
+    draw = ImageDraw.Draw(panel)
+    for k, (v, text) in enumerate(zip(values, texts)):
+        x, y = 6 + (k // nrows) * col_w, 4 + (k % nrows) * line_h
+        swatch = tuple(int(c) for c in lut[v])
+        draw.rectangle([x, y + 2, x + _SWATCH_PX, y + 2 + _SWATCH_PX], fill=swatch)
+        draw.text((x + _SWATCH_PX + 6, y), text, fill=(255, 255, 255), font=font)
+    return panel
+
+
 def render_preview(
     image: torch.Tensor | np.ndarray,
     label: torch.Tensor | np.ndarray,
@@ -74,6 +114,8 @@ def render_preview(
     modality: str = "",
     slices: Sequence[int] | None = None,
     alpha: float = 0.45,
+    names: Mapping[int, str] | None = None,
+    legend: bool = True,
 ) -> Path:
     """Write a PNG with a few axial slices of ``image`` and ``label`` overlaid, atomically.
 
@@ -85,9 +127,12 @@ def render_preview(
         modality: ``"CT"`` selects the soft-tissue window.
         slices: axial indices; default :func:`preview_slices`.
         alpha: overlay opacity in ``[0, 1]``.
+        names: ``{label value: structure name}`` (e.g. the model's ``labels.json``): colours from the shared
+            table (``m2f_med.io.colors``) and the legend text; unnamed values show as "label <value>".
+        legend: add the legend panel below the slices (labels present anywhere in the volume).
 
     Returns:
-        The written path.
+        The written path: a PNG whose top rows are the slices side by side, then the legend.
 
     Raises:
         ValueError: image and label grids differ.
@@ -101,6 +146,12 @@ def render_preview(
     if img.shape != lab.shape:
         raise ValueError(f"image grid {img.shape} and label grid {lab.shape} differ")
     zs = list(slices) if slices is not None else preview_slices(lab)
+    names = {int(k): str(v) for k, v in (names or {}).items() if str(k).strip().isdigit()}
+    counts = np.zeros(int(lab.max(initial=0)) + 1, dtype=np.int64)
+    for z in range(lab.shape[-1]):  # slice by slice: no sort of the whole volume
+        counts += np.bincount(lab[..., z].astype(np.int64).ravel(), minlength=counts.size)
+    present = [int(v) for v in np.flatnonzero(counts) if v > 0]
+    lut = label_lut(present, names)
     if str(modality).upper() == "CT":
         lo, hi = _CT_WINDOW
     else:
@@ -114,12 +165,18 @@ def render_preview(
         lz = _display(lab[..., z], codes)
         fg = lz > 0
         if fg.any():
-            colours = PALETTE[(lz[fg].astype(np.int64) - 1) % len(PALETTE)]
+            colours = lut[lz[fg].astype(np.int64)]
             rgb[fg] = (1 - alpha) * rgb[fg] + alpha * colours
         tiles.append(np.clip(rgb, 0, 255).astype(np.uint8))
     height = max(t.shape[0] for t in tiles)
     tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0))) for t in tiles]
     picture = Image.fromarray(np.concatenate(tiles, axis=1))
+    if legend and present:
+        panel = _legend(present, names, lut, picture.width)
+        canvas = Image.new("RGB", (max(picture.width, panel.width), picture.height + panel.height), (0, 0, 0))
+        canvas.paste(picture, (0, 0))
+        canvas.paste(panel, (0, picture.height))
+        picture = canvas
     out = Path(path)
     with atomic_write(out) as tmp:
         picture.save(tmp, format="PNG")

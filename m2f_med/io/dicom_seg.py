@@ -7,8 +7,16 @@ PixelSpacing) is mapped into the label map's voxel grid through its affine, so a
 or transposed (e.g. reoriented to RAS) is still written correctly, as long as its grid coincides with the
 series grid (same voxel centres up to 0.01 voxel). Rules:
 
-* one segment per label value present, numbered 1..n in increasing label value; the segment label is the
-  name from ``labels`` (else ``"label <value>"``) and the codes come from ``m2f_med.io.codes``;
+* one segment per label value present, numbered 1..n in increasing label value (BINARY SEGs must number
+  their segments 1..n, PS3.3 C.8.20.2, so segment numbers cannot equal arbitrary label values). The label
+  value is kept in the standard, type 3 SegmentDescription (0062,0006) as ``"label value <v>"``
+  (:data:`LABEL_VALUE_TEXT`), no private tags; :func:`read_dicom_seg` reads it back, so ids match
+  ``labels.json`` even when some labels are empty. The segment label is the name (else ``"label <v>"``), the
+  codes come from ``m2f_med.io.codes`` (SNOMED CT), RecommendedDisplayCIELabValue from the shared colour
+  table (``m2f_med.io.colors``) unless a :class:`SegmentInfo` gives another colour;
+* per segment a :class:`SegmentInfo` (label value, name, colour, algorithm type, algorithm name, tracking
+  id/UID) may be passed: AUTOMATIC / SEMIAUTOMATIC segments name their algorithm (family "Artificial
+  Intelligence", PS3.16 CID 7162), MANUAL ones carry none;
 * an all-zero mask raises ``VolumeError("mask is empty; nothing to encode")`` - a SEG without segments
   is not valid DICOM, and silently writing nothing would hide a failed prediction;
 * labelled voxels that no source instance covers (slices created by resampling, whose
@@ -18,7 +26,10 @@ series grid (same voxel centres up to 0.01 voxel). Rules:
   empty or unknown source character set (seen in real CT) cannot break writing; missing Type 2 patient/study
   attributes of the source are written empty; SeriesDescription says "not for clinical use".
 
-Reading (``read_dicom_seg``) takes highdicom's regular-grid volume of the SEG and, given a ``reference``
+Reading (``read_dicom_seg``) maps every segment to its label value (the ``"label value <v>"`` text when every
+segment has a distinct one, else the segment number, as for SEGs from other tools), and records one
+:class:`SegmentInfo` per segment (with its RGB from RecommendedDisplayCIELabValue) in
+``meta["segments"]``. It takes highdicom's regular-grid volume of the SEG and, given a ``reference``
 volume, resamples it onto that grid by world position (nearest neighbour, ``scipy.ndimage.affine_transform``);
 without a reference the SEG's own grid is returned. Overlapping segments: the highest segment number wins,
 and the number of overlapping voxels is reported in ``problems``. FRACTIONAL segments are thresholded at
@@ -30,8 +41,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +53,7 @@ from monai.data import MetaTensor
 
 from m2f_med.io.atomic import atomic_write
 from m2f_med.io.codes import segment_codes
+from m2f_med.io.colors import label_rgb
 from m2f_med.io.dicom_index import sop_class_of, sop_instance_of
 from m2f_med.io.errors import VolumeError
 from m2f_med.io.volume import (
@@ -56,17 +70,100 @@ from m2f_med.io.volume import (
 )
 from m2f_med.io.writers import label_dtype
 
-__all__ = ["SEG_SERIES_DESCRIPTION", "write_dicom_seg", "read_dicom_seg"]
+__all__ = [
+    "SEG_SERIES_DESCRIPTION",
+    "SEGMENTS",
+    "LABEL_VALUE_TEXT",
+    "ALGORITHM_TYPES",
+    "SegmentInfo",
+    "segment_infos",
+    "write_dicom_seg",
+    "read_dicom_seg",
+]
 
 log = logging.getLogger(__name__)
 
 SEG_SERIES_DESCRIPTION = "m2f-med segmentation - not for clinical use"
 _GRID_TOL_VOXEL = 1e-2
 _FRACTION_THRESHOLD = 0.5
+SEGMENTS = "segments"
+"""``meta`` key of a read SEG: list of :class:`SegmentInfo` dicts (``dataclasses.asdict``), one per segment."""
+LABEL_VALUE_TEXT = "label value {value}"
+"""SegmentDescription (0062,0006) text that records the label value a segment was written from."""
+_LABEL_VALUE_RE = re.compile(r"\blabel value (\d+)\b")
+ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
+"""SegmentAlgorithmType values (DICOM PS3.3 C.8.20.2)."""
 _TYPE2_ATTRIBUTES = (
     "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
     "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
 )
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """What one segment of a DICOM-SEG says about a label value (PS3.3 C.8.20.2 Segment Description).
+
+    The writer takes one per label value (:func:`segment_infos` builds the usual ones); the reader returns
+    one per segment. Extension point: fields added here (e.g. lesion descriptions) reach both sides.
+
+    Attributes:
+        label_value: the value in the label map (kept as SegmentDescription ``"label value <v>"``).
+        name: SegmentLabel (64 characters at most) and the key for the SNOMED CT codes.
+        rgb: display colour ``(r, g, b)`` 0-255, written as RecommendedDisplayCIELabValue; ``None`` takes
+            the shared colour table (``m2f_med.io.colors.label_rgb``).
+        algorithm_type: ``"AUTOMATIC"`` (model output as is), ``"SEMIAUTOMATIC"`` (model output edited by
+            hand) or ``"MANUAL"`` (drawn by hand).
+        algorithm_name: the algorithm (model) name, required for AUTOMATIC / SEMIAUTOMATIC, ignored for MANUAL.
+        algorithm_version: its version (default: the m2f-med version).
+        tracking_id: TrackingID (e.g. a lesion's id across time points), or ``None``.
+        tracking_uid: TrackingUID, or ``None`` (one is made up when ``tracking_id`` is given).
+        segment_number: the SEG's segment number (set when read; ignored when writing).
+    """
+
+    label_value: int
+    name: str
+    rgb: tuple[int, int, int] | None = None
+    algorithm_type: str = "MANUAL"
+    algorithm_name: str | None = None
+    algorithm_version: str | None = None
+    tracking_id: str | None = None
+    tracking_uid: str | None = None
+    segment_number: int | None = None
+
+
+def segment_infos(
+    labels: Mapping[int, str] | None,
+    values: Sequence[int],
+    *,
+    algorithm: str | None = None,
+    edited: Sequence[int] | None = None,
+    model_values: Sequence[int] | None = None,
+) -> dict[int, SegmentInfo]:
+    """The usual segment descriptions for ``values``: names from ``labels``, colours from the shared table.
+
+    Args:
+        labels: ``{label value: name}`` (int or digit-string keys); unnamed values become ``"label <v>"``.
+        values: the label values to describe (> 0).
+        algorithm: the model that produced the labels; ``None`` makes every segment MANUAL.
+        edited: label values of a model result that were changed by hand: SEMIAUTOMATIC.
+        model_values: label values the model produced (default: all of ``values``); any other value was
+            added by hand: MANUAL.
+
+    Returns:
+        ``{label value: SegmentInfo}``.
+    """
+    names = {int(k): str(v) for k, v in (labels or {}).items() if str(k).strip().lstrip("-").isdigit()}
+    edited_set = {int(v) for v in edited or ()}
+    model_set = {int(v) for v in (values if model_values is None else model_values)}
+    out = {}
+    for value in (int(v) for v in values):
+        name = names.get(value, f"label {value}")
+        if not algorithm or value not in model_set:
+            kind, alg = "MANUAL", None
+        else:
+            kind, alg = ("SEMIAUTOMATIC" if value in edited_set else "AUTOMATIC"), algorithm
+        out[value] = SegmentInfo(value, name, label_rgb(value, name), kind, alg)
+    return out
 
 
 def write_dicom_seg(
@@ -76,6 +173,7 @@ def write_dicom_seg(
     *,
     labels: Mapping[int, str] | None = None,
     algorithm: str | None = "m2f-med",
+    segments: Mapping[int, SegmentInfo] | Sequence[SegmentInfo] | None = None,
     series_number: int = 300,
     series_description: str = SEG_SERIES_DESCRIPTION,
     manufacturer: str = "m2f-med",
@@ -95,13 +193,18 @@ def write_dicom_seg(
             "Tissue" code.
         algorithm: algorithm name for SegmentAlgorithmType AUTOMATIC (family "Artificial Intelligence");
             ``None`` writes MANUAL segments (e.g. converting a hand-drawn label map).
+        segments: per label value a :class:`SegmentInfo` (name, colour, algorithm type and name, tracking
+            id) that overrides ``labels`` / ``algorithm`` for that value (:func:`segment_infos` builds them);
+            values present in the mask but not here get the defaults, entries for absent values are
+            ignored.
         series_number: SeriesNumber of the new SEG series.
         series_description: SeriesDescription; keep "not for clinical use" in it.
         manufacturer: Manufacturer of the equipment (the software) creating the SEG.
         model_name: ManufacturerModelName.
 
     Returns:
-        The written path. Segment ``k`` (1-based) holds the ``k``-th smallest label value present.
+        The written path. Segment ``k`` (1-based) holds the ``k``-th smallest label value present; its
+        SegmentDescription says ``"label value <v>"`` so :func:`read_dicom_seg` restores the value.
 
     Raises:
         VolumeError: an empty mask ("mask is empty; nothing to encode"); labels that are negative,
@@ -113,14 +216,13 @@ def write_dicom_seg(
         ``highdicom.seg.Segmentation``; dcmqi ``itkimage2segimage``.
     """
     import highdicom as hd
-    from pydicom.sr.codedict import codes as dcm_codes
 
     from m2f_med import __version__
 
     out = Path(path)
     data, affine = _label_array(mask, out)
     if data.size == 0 or not data.any():
-        raise VolumeError(out, "mask is empty; nothing to encode")
+        raise VolumeError(out, "mask is empty; nothing to encode (a DICOM-SEG needs at least one segment)")
     label_dtype(np.array([data.min(), data.max()]), out)  # refuses negative / too large labels
     counts = np.zeros(int(data.max()) + 1, dtype=np.int64)
     for k in range(data.shape[2]):  # slice by slice: np.unique would sort the whole volume
@@ -140,31 +242,13 @@ def write_dicom_seg(
             "mask grid that differs from the series grid); resample the mask onto the original series grid",
         )
 
-    labels = {int(k): str(v) for k, v in (labels or {}).items() if str(k).strip().lstrip("-").isdigit()}
-    descriptions = []
-    for number, value in enumerate(present, start=1):
-        name = str(labels.get(value, f"label {value}"))[:64]
-        sc = segment_codes(name)
-        if algorithm:
-            kind = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
-            ident = hd.AlgorithmIdentificationSequence(
-                name=algorithm[:64], family=dcm_codes.cid7162.ArtificialIntelligence, version=__version__
-            )
-        else:
-            kind, ident = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
-        desc = hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=name,
-            segmented_property_category=sc.category,
-            segmented_property_type=sc.type,
-            algorithm_type=kind,
-            algorithm_identification=ident,
-        )
-        if sc.modifier is not None:
-            desc.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
-                hd.sr.CodedConcept(sc.modifier.value, sc.modifier.scheme_designator, sc.modifier.meaning)
-            ]
-        descriptions.append(desc)
+    infos = segment_infos(labels, present, algorithm=algorithm)
+    given = segments.values() if isinstance(segments, Mapping) else (segments or ())
+    for info in given:
+        if int(info.label_value) in infos:
+            infos[int(info.label_value)] = info
+    descriptions = [_segment_description(number, infos[value], __version__, out)
+                    for number, value in enumerate(present, start=1)]
 
     try:
         with _quiet_highdicom():
@@ -195,6 +279,70 @@ def write_dicom_seg(
     return out
 
 
+def _segment_description(number: int, info: SegmentInfo, version: str, out: Path):
+    """highdicom ``SegmentDescription`` for segment ``number`` from a :class:`SegmentInfo`."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes as dcm_codes
+
+    kind = str(info.algorithm_type).upper()
+    if kind not in ALGORITHM_TYPES:
+        raise VolumeError(out, f"segment {info.name!r}: algorithm type {info.algorithm_type!r} is not one of {ALGORITHM_TYPES}")
+    ident = None
+    if kind != "MANUAL":
+        if not info.algorithm_name:
+            raise VolumeError(out, f"segment {info.name!r}: an {kind} segment must name its algorithm")
+        ident = hd.AlgorithmIdentificationSequence(
+            name=str(info.algorithm_name)[:64],
+            family=dcm_codes.cid7162.ArtificialIntelligence,
+            version=str(info.algorithm_version or version)[:64],
+        )
+    name = str(info.name)[:64]
+    sc = segment_codes(name)
+    rgb = info.rgb if info.rgb is not None else label_rgb(info.label_value, info.name)
+    tracking_uid = info.tracking_uid or (hd.UID() if info.tracking_id else None)
+    desc = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=name,
+        segmented_property_category=sc.category,
+        segmented_property_type=sc.type,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues[kind],
+        algorithm_identification=ident,
+        tracking_id=str(info.tracking_id)[:64] if info.tracking_id else None,
+        tracking_uid=tracking_uid,
+        display_color=hd.color.CIELabColor.from_rgb(*(int(c) for c in rgb[:3])),
+    )
+    desc.SegmentDescription = LABEL_VALUE_TEXT.format(value=int(info.label_value))
+    if sc.modifier is not None:
+        desc.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            hd.sr.CodedConcept(sc.modifier.value, sc.modifier.scheme_designator, sc.modifier.meaning)
+        ]
+    return desc
+
+
+def _read_segment_info(item, number: int) -> SegmentInfo:
+    """A :class:`SegmentInfo` from one SegmentSequence item (label value: the recorded one, else the number)."""
+    import highdicom as hd
+
+    match = _LABEL_VALUE_RE.search(str(item.get("SegmentDescription", "") or ""))
+    rgb = None
+    lab = item.get("RecommendedDisplayCIELabValue")
+    if lab is not None and len(lab) == 3:
+        with contextlib.suppress(ValueError, TypeError):
+            rgb = tuple(int(c) for c in hd.color.CIELabColor.from_dicom_value([int(v) for v in lab]).to_rgb(clip=True))
+    ident = (item.get("SegmentationAlgorithmIdentificationSequence") or [None])[0]
+    return SegmentInfo(
+        label_value=int(match.group(1)) if match else number,
+        name=str(item.get("SegmentLabel", "") or f"segment {number}"),
+        rgb=rgb,
+        algorithm_type=str(item.get("SegmentAlgorithmType", "") or ""),
+        algorithm_name=str(ident.get("AlgorithmName", "")) if ident is not None else None,
+        algorithm_version=str(ident.get("AlgorithmVersion", "")) if ident is not None else None,
+        tracking_id=str(item.get("TrackingID")) if item.get("TrackingID") else None,
+        tracking_uid=str(item.get("TrackingUID")) if item.get("TrackingUID") else None,
+        segment_number=number,
+    )
+
+
 def read_dicom_seg(
     path: str | os.PathLike, reference: torch.Tensor | None = None
 ) -> tuple[MetaTensor, dict[int, str]]:
@@ -208,7 +356,11 @@ def read_dicom_seg(
 
     Returns:
         ``(label, names)``: ``label`` is a ``(1, X, Y, Z)`` uint8/uint16 ``MetaTensor`` (RAS affine) whose
-        values are the SEG's segment numbers; ``names`` maps each segment number to its SegmentLabel.
+        values are the label values the segments were written from (``"label value <v>"`` in each
+        SegmentDescription, as m2f-med writes it), or the segment numbers when the SEG does not record
+        distinct values (SEGs from other tools); ``names`` maps each value to its SegmentLabel.
+        ``meta["segments"]`` lists one :class:`SegmentInfo` dict per segment (value, name, RGB from
+        RecommendedDisplayCIELabValue, algorithm type and name, tracking id).
         Overlaps (highest segment number wins) and fractional thresholding (≥ 0.5) are noted in
         ``meta["problems"]``.
 
@@ -237,16 +389,21 @@ def read_dicom_seg(
     except (ValueError, AttributeError, KeyError) as err:
         raise VolumeError(p, f"highdicom cannot parse this SEG ({err})") from None
     numbers = [int(n) for n in seg.segment_numbers if int(n) != 0]
-    names = {n: str(seg.get_segment_description(n).SegmentLabel) for n in numbers}
     if not numbers:
         raise VolumeError(p, "the SEG describes no segments")
+    infos = [_read_segment_info(seg.get_segment_description(n), n) for n in numbers]
+    values = [i.label_value for i in infos]
+    if len(set(values)) != len(values) or min(values) < 1 or max(values) > 65535:
+        infos = [replace(i, label_value=n) for i, n in zip(infos, numbers)]  # not ours: segment numbers
+    value_of = {i.segment_number: i.label_value for i in infos}
+    names = {i.label_value: i.name for i in infos}
     seg_for = str(ds.get("FrameOfReferenceUID", "")) or None
     if reference is not None:
         ref_for = getattr(reference, "meta", {}).get(FOR_UID)
         if seg_for and ref_for and str(ref_for) != seg_for:
             raise VolumeError(p, f"SEG frame of reference {seg_for} differs from the reference volume's {ref_for}")
     problems: list[str] = []
-    dtype = np.uint8 if max(numbers) <= 255 else np.uint16
+    dtype = np.uint8 if max(value_of.values()) <= 255 else np.uint16
     label = seen = multi = grid = None
     fractional = False
     for number in numbers:  # one segment at a time: 100+ segments of a CT would not fit stacked
@@ -267,7 +424,7 @@ def read_dicom_seg(
             raise VolumeError(p, f"segment {number} lies on a different grid from segment {numbers[0]}")
         multi |= seen & part
         seen |= part
-        label[part] = number  # ascending numbers: the highest segment wins an overlap
+        label[part] = value_of[number]  # ascending numbers: the highest segment wins an overlap
     if fractional:
         problems.append(f"fractional segmentation thresholded at {_FRACTION_THRESHOLD}")
     overlap = int(np.count_nonzero(multi))
@@ -285,6 +442,7 @@ def read_dicom_seg(
         STUDY_UID: str(ds.get("StudyInstanceUID", "")),
         FOR_UID: seg_for or "",
         SOP_CLASS_UID: str(ds.get("SOPClassUID", "")),
+        SEGMENTS: [asdict(i) for i in infos],
         "problems": problems,
     }
     if reference is not None:

@@ -32,6 +32,8 @@ __all__ = [
     "labels_layer_data",
     "label_features",
     "layer_info",
+    "label_fingerprints",
+    "edited_values",
     "labels_volume_from_layer",
     "ct_contrast_limits",
 ]
@@ -60,6 +62,13 @@ class LayerInfo:
         series: for images read from a DICOM folder, the other image series found there, as
             ``[(SeriesInstanceUID, description)]``, so the user can pick another.
         series_root: the DICOM folder the image was read from (``""`` otherwise).
+        algorithm: for labels made by a model (or read from a SEG that names one), the algorithm name written
+            to DICOM-SEG (``""``: drawn by hand).
+        model_values: the label values the algorithm produced.
+        fingerprints: ``{label value: fingerprint}`` of the voxels as the algorithm left them
+            (:func:`label_fingerprints`); a value whose voxels changed since is saved SEMIAUTOMATIC.
+        edited: label values already known to be edited by hand (e.g. SEMIAUTOMATIC in a SEG read back).
+        colors: ``{label value: (r, g, b)}`` that override the shared table (colours of a foreign SEG).
     """
 
     geometry: DisplayGeometry
@@ -71,7 +80,50 @@ class LayerInfo:
     confidence: dict[int, float] = field(default_factory=dict)
     series: list[tuple[str, str]] = field(default_factory=list)
     series_root: str = ""
+    algorithm: str = ""
+    model_values: set[int] = field(default_factory=set)
+    fingerprints: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    edited: set[int] = field(default_factory=set)
+    colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
+
+def label_fingerprints(array: np.ndarray) -> dict[int, tuple[int, int, int]]:
+    """A cheap change detector per label value: voxel count and two index-weighted sums, in one pass each.
+
+    Args:
+        array: integer label array (any shape; the display or the source order, used consistently).
+
+    Returns:
+        ``{label value: (count, sum of flat indices, sum of hashed flat indices)}`` for every value > 0. Any
+        paint, erase or fill that changes a label's voxel set changes its fingerprint (except by a
+        vanishingly unlikely collision of both sums).
+    """
+    flat = np.asarray(array).reshape(-1)
+    if flat.size == 0:
+        return {}
+    values = flat.astype(np.int64, copy=False)
+    index = np.arange(flat.size, dtype=np.float64)
+    counts = np.bincount(values)
+    sums = np.bincount(values, weights=index)
+    hashed = np.bincount(values, weights=(np.arange(flat.size, dtype=np.int64) * 2654435761) % 1000003)
+    return {
+        int(v): (int(counts[v]), int(sums[v]), int(hashed[v])) for v in np.flatnonzero(counts) if v != 0
+    }
+
+
+def edited_values(array: np.ndarray, info: LayerInfo) -> set[int]:
+    """Label values of a model result whose voxels differ from what the model produced.
+
+    Args:
+        array: the Labels layer data now (same order as when the fingerprints were taken).
+        info: the layer's :class:`LayerInfo`.
+
+    Returns:
+        The edited values (a value the model made that is now gone counts as edited), with ``info.edited``.
+    """
+    now = label_fingerprints(array)
+    changed = {v for v in info.model_values if now.get(v) != info.fingerprints.get(v)}
+    return changed | set(info.edited)
 
 def layer_info(layer_or_meta: Any) -> LayerInfo | None:
     """The :class:`LayerInfo` of a napari layer, a layer state dict, or a metadata dict; ``None`` if absent."""
@@ -168,6 +220,8 @@ def labels_layer_data(
     reference: MetaTensor | None = None,
     confidence: Mapping[int, float] | None = None,
     name: str | None = None,
+    algorithm: str | None = None,
+    segments: list[Mapping[str, Any]] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], str]:
     """A napari Labels layer data tuple for a label map.
 
@@ -177,6 +231,10 @@ def labels_layer_data(
         reference: the image volume the labels were drawn on (kept for DICOM-SEG export).
         confidence: ``{label id: 0–1}`` model confidence per structure.
         name: layer name (default from the meta).
+        algorithm: the model that made ``label`` (a model result): its values are fingerprinted so that a
+            DICOM-SEG marks edited structures SEMIAUTOMATIC and untouched ones AUTOMATIC.
+        segments: the ``meta["segments"]`` of a DICOM-SEG read back (``m2f_med.io.dicom_seg``): their
+            algorithm, types and colours are kept.
 
     Returns:
         ``(data (Z', Y', X') view, kwargs, "labels")``; painting into the layer writes into ``label``.
@@ -197,14 +255,29 @@ def labels_layer_data(
     info = LayerInfo(
         geom, dict(label.meta), "labels", reference=reference, names=names, confidence=confidence
     )
+    shown = geom.to_display(array[0])
+    for seg in segments or []:
+        value = int(seg["label_value"])
+        if seg.get("rgb"):
+            info.colors[value] = tuple(int(c) for c in seg["rgb"])
+        if seg.get("algorithm_type") in ("AUTOMATIC", "SEMIAUTOMATIC") and seg.get("algorithm_name"):
+            algorithm = algorithm or str(seg["algorithm_name"])
+            info.model_values.add(value)
+            if seg["algorithm_type"] == "SEMIAUTOMATIC":
+                info.edited.add(value)
+    if algorithm:
+        info.algorithm = str(algorithm)
+        info.fingerprints = label_fingerprints(shown)
+        if not segments:  # values the model produced; a structure it missed and the user drew is MANUAL
+            info.model_values = set(info.fingerprints)
     kwargs = dict(
         geom.layer_kwargs(),
         name=name or _default_name(dict(label.meta), "labels"),
-        colormap=label_colormap(names),
+        colormap=label_colormap(names, info.colors),
         features=label_features(names, confidence),
         metadata={META_KEY: info},
     )
-    return geom.to_display(array[0]), kwargs, "labels"
+    return shown, kwargs, "labels"
 
 
 def _default_name(meta: Mapping[str, Any], fallback: str) -> str:

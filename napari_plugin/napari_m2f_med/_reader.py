@@ -293,5 +293,8 @@ def read_dicom_file(path: str | os.PathLike) -> list[LayerData]:
                     "cannot find the CT/MR series this RTSTRUCT refers to; open that series first, then the RTSTRUCT",
                 )
             label, names = load_rtstruct(p, reference)
-        return [*layers, labels_layer_data(label, names, reference=reference, name=p.stem)]
+        return [
+            *layers,
+            labels_layer_data(label, names, reference=reference, name=p.stem, segments=label.meta.get("segments")),
+        ]
     return read_dicom_folder(p.parent, series_uid=series.series_uid)

@@ -72,7 +72,7 @@ def image_volume(layer: Any):
     data = np.asarray(layer.data)
     if data.ndim != 3 or getattr(layer, "rgb", False):
         raise ValueError(f"layer {layer.name!r} is not a 3-D greyscale image (shape {data.shape})")
-    geom = geometry_from_layer_state(layer._get_state(), data.shape)
+    geom = geometry_from_layer_state(layer.as_layer_data_tuple()[1], data.shape)
     source = np.ascontiguousarray(geom.from_display(data), dtype=np.float32)
     return make_volume(source[None], geom.source_affine, **{SOURCE_FORMAT: "napari"})
 
@@ -300,14 +300,15 @@ class SegmentWidget(QWidget):
             model.labels,
             reference=volume,
             confidence=confidence,
-            name=f"{image_layer.name} {bundle_name}",
+            name=f"{image_layer.name} labels",  # short: the model's name is in the SEG and the status line
+            algorithm=str(bundle_name),
         )
         self.result_layer = self.viewer.add_labels(data, **kwargs)
         self.context_label.setText(str(model.num_context_slices))
         found = sum(1 for v in (extras.get("voxels") or {}).values() if v)
         self.progress.setValue(100)
         self.status.setText(
-            f"done in {extras.get('seconds', 0):.1f} s: {found} of {len(model.labels)} structures found"
+            f"{bundle_name}: done in {extras.get('seconds', 0):.1f} s, {found} of {len(model.labels)} structures found"
         )
 
     def _on_error(self, err: BaseException) -> None:

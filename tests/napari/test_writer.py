@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from napari_m2f_med._layers import layer_info
 from napari_m2f_med._segment_widget import SegmentWidget
-
-from m2f_med.io.errors import VolumeError
+from napari_m2f_med._writer import LayerSaveError, seg_export_problem
 from m2f_med.io.volume import LPS_TO_RAS
 
 PLUGIN = "m2f-med"
@@ -107,11 +106,11 @@ def test_new_labels_layer_over_a_ras_nifti_saves_on_the_source_grid(make_napari_
     assert saved.shape == src.shape
     np.testing.assert_allclose(saved.affine, src.affine, atol=1e-5)
     _assert_same_voxels_in_world(labels, painted, out)
-    # a DICOM-SEG needs a DICOM source series
-    with pytest.raises(VolumeError, match="DICOM series"):
-        from napari_m2f_med._writer import write_labels_dicom_seg
-
-        write_labels_dicom_seg(str(tmp_path / "x.dcm"), labels.data, labels._get_state())
+    # a DICOM-SEG needs a DICOM source series: our message, not napari's "no writer"
+    assert "DICOM series" in seg_export_problem(labels)
+    with pytest.raises(LayerSaveError, match="x.dcm: a DICOM-SEG must reference the DICOM series"):
+        labels.save(str(tmp_path / "x.dcm"), plugin=PLUGIN)
+    assert not (tmp_path / "x.dcm").exists()
 
 
 def test_moved_layer_is_saved_where_it_is_shown(make_napari_viewer, data_dir, tmp_path):
@@ -138,3 +137,24 @@ def test_gantry_tilted_series_keeps_its_sheared_affine(make_napari_viewer, data_
     saved = nib.load(str(out))
     np.testing.assert_allclose(saved.affine, np.asarray(layer_info(image).volume.affine), atol=1e-4)
     _assert_same_voxels_in_world(labels, np.asarray(labels.data), out)
+
+
+def test_sample_dicom_cannot_become_a_seg_and_says_why(make_napari_viewer, data_dir, tmp_path, recwarn):
+    """The TotalSegmentator sample has empty Study/SeriesInstanceUIDs: the reason shows before and on saving."""
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(data_dir / "totalsegmentator" / "example_ct_dicom"), plugin=PLUGIN)
+    viewer.layers.selection.active = image
+    viewer._new_labels()
+    labels = viewer.layers[-1]
+    labels.paint((10, 250, 250), 1)
+    assert "has no StudyInstanceUID" in seg_export_problem(labels)
+    out = tmp_path / "edited.dcm"
+    for save in (
+        lambda: labels.save(str(out), plugin=PLUGIN),  # the Python API
+        lambda: viewer.layers.save(str(out), selected=True),  # what File > Save Selected Layer(s) calls
+    ):
+        viewer.layers.selection = {labels}
+        with pytest.raises(LayerSaveError, match=r"edited.dcm: the DICOM series has no StudyInstanceUID"):
+            save()
+    assert not out.exists()
+    assert not [w for w in recwarn if "writer" in str(w.message) or "No data written" in str(w.message)]
