@@ -191,7 +191,7 @@ def napari_affine_from_state(state: Mapping[str, Any]) -> np.ndarray:
     """The full ``(4, 4)`` data → world matrix of a layer from its state (``scale``, ``translate``, ...).
 
     Args:
-        state: a napari layer's ``_get_state()`` dict or the ``meta`` an npe2 writer receives; the keys
+        state: a napari layer's ``as_layer_data_tuple()[1]`` dict or the ``meta`` an npe2 writer receives; the keys
             ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine`` are used when present.
 
     Returns:

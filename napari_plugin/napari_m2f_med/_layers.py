@@ -304,7 +304,7 @@ def labels_volume_from_layer(
 
     Args:
         data: the layer data ``(Z', Y', X')``.
-        state: the layer state (``layer._get_state()`` or an npe2 writer's ``meta``).
+        state: the layer state (``layer.as_layer_data_tuple()[1]`` or an npe2 writer's ``meta``).
         under: the image layer the Labels layer lies on exactly (see ``_context.image_under_layer``).
 
     Returns:

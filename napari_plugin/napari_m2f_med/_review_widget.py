@@ -1,7 +1,16 @@
-"""The "Review" widget: a table of the structures of a Labels layer, jump to / hide / interpolate each.
+"""The "Review" widget: a table of the structures of a Labels layer; jump to, hide, edit and save each.
 
-Columns: show (tick box), label id, name, volume (mL), mean intensity (HU for CT), model confidence, and a
-flag for structures whose confidence is below the threshold. Statistics come from
+Columns (:data:`TABLE_COLUMNS`; extension point: append a :class:`Column` for e.g. a QC verdict): show
+(tick box), label id, name, volume (mL), mean intensity (HU for CT), model confidence, and a flag for
+structures whose confidence is below the threshold (dark text on orange, readable in both napari themes).
+Clicking a row moves the slider to the structure and centres the view on it.
+
+Editing actions on the selected structure, each one ``Labels.data_setitem`` call, so one Ctrl+Z (or the
+Undo button) takes it back: fill between slices (``_interpolate``), remove small islands and smooth in mm
+(closing / opening, ``_editing``). "Preserve other labels" (napari's ``preserve_labels``) is on by default
+for model results, so painting one organ never overwrites its neighbours. "3D view" shows the selected
+structure alone in 3D (``show_selected_label``) and back. "Save DICOM-SEG…" is disabled, with the reason as
+tooltip and status, when the layer cannot become a SEG (``_writer.seg_export_problem``). Statistics come from
 ``m2f_med.inference.statistics.structure_statistics`` on the displayed arrays (the same voxels as the source
 grid, only flipped/swapped, so volumes and means are identical). Interpolation fills the slices between
 the slices a structure was drawn on (``_interpolate``), through ``Labels.data_setitem`` so one Ctrl+Z (or
@@ -11,6 +20,8 @@ the Undo button) takes it back.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,9 +29,12 @@ from napari.layers import Labels
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -32,18 +46,67 @@ from qtpy.QtWidgets import (
 
 from napari_m2f_med._colors import label_colormap
 from napari_m2f_med._context import image_under_layer
+from napari_m2f_med._editing import small_islands, smoothing_change
 from napari_m2f_med._geometry import napari_affine_from_state
 from napari_m2f_med._interpolate import interpolate_between_slices
 from napari_m2f_med._layers import LayerInfo, layer_info
-from napari_m2f_med._writer import names_from_features
+from napari_m2f_med._writer import LayerSaveError, names_from_features, seg_export_problem
 
-__all__ = ["ReviewWidget", "LOW_CONFIDENCE", "COLUMNS"]
+__all__ = [
+    "ReviewWidget",
+    "LOW_CONFIDENCE",
+    "COLUMNS",
+    "TABLE_COLUMNS",
+    "Column",
+    "MIN_ISLAND_ML",
+    "SMOOTH_RADIUS_MM",
+]
 
 LOW_CONFIDENCE = 0.5
 """Default threshold: structures whose model confidence (mean query/class probability) is below it are flagged."""
+MIN_ISLAND_ML = 0.5
+"""Default "remove small islands" size: components of the selected structure below it (mL) are removed."""
+SMOOTH_RADIUS_MM = 3.0
+"""Default smoothing kernel radius (mm)."""
 
-COLUMNS = ("show", "label", "name", "volume (mL)", "mean", "confidence", "flag")
-_FLAG_COLOR = QColor(255, 200, 120)
+
+def _fmt_conf(row: dict[str, Any]) -> str:
+    conf = row.get("confidence")
+    return "" if conf is None or math.isnan(conf) else f"{conf:.2f}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the Review table after the "show" tick box.
+
+    Attributes:
+        header: the header text (``"mean"`` gets the intensity unit appended).
+        text: ``row -> cell text``; ``row`` is a ``structure_statistics`` dict plus ``flagged``.
+    """
+
+    header: str
+    text: Callable[[dict[str, Any]], str]
+
+
+TABLE_COLUMNS: list[Column] = [
+    Column("label", lambda r: str(r["label"])),
+    Column("name", lambda r: str(r["name"])),
+    Column("volume (mL)", lambda r: f"{r['volume_ml']:.1f}"),
+    Column("mean", lambda r: "" if r["mean_intensity"] is None else f"{r['mean_intensity']:.0f}"),
+    Column("confidence", _fmt_conf),
+    Column("flag", lambda r: "LOW" if r["flagged"] else ""),
+]
+"""The table's columns after "show"; extension point (append to add a column)."""
+
+COLUMNS = ("show", *(c.header for c in TABLE_COLUMNS))
+# flagged rows: orange with black text, legible on napari's dark and light themes
+_FLAG_BACKGROUND = QColor(255, 200, 120)
+_FLAG_FOREGROUND = QColor(0, 0, 0)
+
+
+def _state(layer: Any) -> dict[str, Any]:
+    """A layer's state through the public API (``as_layer_data_tuple``; no copy of the data)."""
+    return layer.as_layer_data_tuple()[1]
 
 
 class ReviewWidget(QWidget):
@@ -62,6 +125,8 @@ class ReviewWidget(QWidget):
         self.viewer = napari_viewer
         self.rows: list[dict[str, Any]] = []
         self.hidden: set[int] = set()
+        self.seg_problem: str | None = None
+        self._seen: set[int] = set()
         self._updating = False
 
         self.layer_combo = QComboBox()
@@ -77,24 +142,59 @@ class ReviewWidget(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.refresh_button = QPushButton("Refresh")
         self.interpolate_button = QPushButton("Fill between slices")
+        self.islands_button = QPushButton("Remove small islands")
+        self.island_size = QDoubleSpinBox()
+        self.island_size.setRange(0.001, 10000.0)
+        self.island_size.setDecimals(3)
+        self.island_size.setSuffix(" mL")
+        self.island_size.setValue(MIN_ISLAND_ML)
+        self.smooth_button = QPushButton("Smooth")
+        self.smooth_method = QComboBox()
+        self.smooth_method.addItems(["closing", "opening"])
+        self.smooth_method.setToolTip("closing: fill holes and notches; opening: remove extrusions")
+        self.smooth_radius = QDoubleSpinBox()
+        self.smooth_radius.setRange(0.1, 50.0)
+        self.smooth_radius.setSuffix(" mm")
+        self.smooth_radius.setValue(SMOOTH_RADIUS_MM)
+        self.view3d_button = QPushButton("3D view")
+        self.view3d_button.setCheckable(True)
+        self.preserve_check = QCheckBox("Preserve other labels while painting")
         self.undo_button = QPushButton("Undo")
+        self.save_seg_button = QPushButton("Save DICOM-SEG…")
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
         form = QFormLayout()
         form.addRow("Labels", self.layer_combo)
         form.addRow("Flag confidence below", self.threshold)
+        edit = QGridLayout()
+        edit.addWidget(self.interpolate_button, 0, 0)
+        edit.addWidget(self.view3d_button, 0, 1)
+        edit.addWidget(self.islands_button, 1, 0)
+        edit.addWidget(self.island_size, 1, 1)
+        edit.addWidget(self.smooth_button, 2, 0)
+        smooth_opts = QHBoxLayout()
+        smooth_opts.addWidget(self.smooth_method)
+        smooth_opts.addWidget(self.smooth_radius)
+        edit.addLayout(smooth_opts, 2, 1)
         buttons = QHBoxLayout()
-        for b in (self.refresh_button, self.interpolate_button, self.undo_button):
+        for b in (self.refresh_button, self.undo_button, self.save_seg_button):
             buttons.addWidget(b)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.table)
+        layout.addWidget(self.preserve_check)
+        layout.addLayout(edit)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
 
         self.refresh_button.clicked.connect(self.refresh)
         self.interpolate_button.clicked.connect(lambda: self.interpolate_selected())
+        self.islands_button.clicked.connect(lambda: self.remove_islands())
+        self.smooth_button.clicked.connect(lambda: self.smooth())
+        self.view3d_button.toggled.connect(self.show_3d)
+        self.preserve_check.toggled.connect(self._on_preserve_toggled)
+        self.save_seg_button.clicked.connect(lambda: self.save_seg())
         self.undo_button.clicked.connect(self.undo)
         self.threshold.valueChanged.connect(lambda _v: self.refresh())
         self.layer_combo.currentIndexChanged.connect(lambda _i: self.refresh())
@@ -108,6 +208,11 @@ class ReviewWidget(QWidget):
     def _refresh_layers(self, _event: Any = None) -> None:
         current = self.layer_combo.currentText()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        for layer in self.viewer.layers:  # model results (also read back from a SEG): preserve labels once
+            info = layer_info(layer)
+            if isinstance(layer, Labels) and info is not None and info.algorithm and id(layer) not in self._seen:
+                layer.preserve_labels = True
+            self._seen.add(id(layer))
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
@@ -126,7 +231,7 @@ class ReviewWidget(QWidget):
         """The image array on the labels' display grid and its modality (``None`` if there is none)."""
         info = layer_info(layer)
         candidates: list[LayerInfo | None] = [
-            image_under_layer(layer._get_state(), layer.data.shape, self.viewer)
+            image_under_layer(_state(layer), layer.data.shape, self.viewer)
         ]
         if info is not None and info.reference is not None:
             # the reference volume is shown by an image layer with the same geometry
@@ -160,7 +265,7 @@ class ReviewWidget(QWidget):
             image, modality = self._image_for(layer)
             names = self._names(layer)
             confidence = dict(info.confidence) if info else {}
-            affine = napari_affine_from_state(layer._get_state())
+            affine = napari_affine_from_state(_state(layer))
             data = np.asarray(layer.data)
             rows = structure_statistics(
                 data,
@@ -176,13 +281,28 @@ class ReviewWidget(QWidget):
                 conf = row.get("confidence")
                 row["flagged"] = conf is not None and conf < self.threshold.value()
             self.rows = rows
+        self._sync_layer_controls(layer)
         self._fill_table()
+
+    def _sync_layer_controls(self, layer: Any) -> None:
+        """Preserve-labels tick box and the SEG button's state (with the reason it is disabled)."""
+        self.preserve_check.blockSignals(True)
+        self.preserve_check.setChecked(bool(layer is not None and layer.preserve_labels))
+        self.preserve_check.setEnabled(layer is not None)
+        self.preserve_check.blockSignals(False)
+        problem = seg_export_problem(layer, viewer=self.viewer) if layer is not None else "no labels layer"
+        self.save_seg_button.setEnabled(problem is None)
+        self.save_seg_button.setToolTip(problem or "save the labels as a DICOM-SEG referencing the series")
+        self.seg_problem = problem
 
     def _fill_table(self) -> None:
         self._updating = True
         self.table.setRowCount(len(self.rows))
         unit = self.rows[0]["intensity_unit"] if self.rows else ""
-        self.table.setHorizontalHeaderItem(4, QTableWidgetItem(f"mean ({unit})" if unit else "mean"))
+        self.table.setColumnCount(len(COLUMNS))
+        for c, column in enumerate(TABLE_COLUMNS, start=1):
+            header = f"mean ({unit})" if column.header == "mean" and unit else column.header
+            self.table.setHorizontalHeaderItem(c, QTableWidgetItem(header))
         for r, row in enumerate(self.rows):
             show = QTableWidgetItem()
             show.setFlags(
@@ -192,20 +312,11 @@ class ReviewWidget(QWidget):
                 Qt.CheckState.Unchecked if row["label"] in self.hidden else Qt.CheckState.Checked
             )
             self.table.setItem(r, 0, show)
-            values = [
-                str(row["label"]),
-                row["name"],
-                f"{row['volume_ml']:.1f}",
-                "" if row["mean_intensity"] is None else f"{row['mean_intensity']:.0f}",
-                ""
-                if row["confidence"] is None or math.isnan(row["confidence"])
-                else f"{row['confidence']:.2f}",
-                "LOW" if row["flagged"] else "",
-            ]
-            for c, text in enumerate(values, start=1):
-                item = QTableWidgetItem(text)
+            for c, column in enumerate(TABLE_COLUMNS, start=1):
+                item = QTableWidgetItem(column.text(row))
                 if row["flagged"]:
-                    item.setBackground(_FLAG_COLOR)
+                    item.setBackground(_FLAG_BACKGROUND)
+                    item.setForeground(_FLAG_FOREGROUND)
                 self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
         self._updating = False
@@ -256,7 +367,11 @@ class ReviewWidget(QWidget):
         world = np.asarray(layer.data_to_world(centroid), dtype=np.float64)
         self.viewer.dims.set_point(range(len(world)), tuple(world))
         displayed = list(self.viewer.dims.displayed)
-        self.viewer.camera.center = tuple(world[displayed])
+        # the camera centre is always 3 world coordinates (z, y, x); give it the full point so the
+        # in-plane position is the structure's, not the first displayed axes' values shifted
+        center = np.asarray(self.viewer.camera.center, dtype=np.float64)
+        center[-len(displayed):] = world[displayed]
+        self.viewer.camera.center = tuple(center)
         layer.selected_label = int(label)
         self.viewer.layers.selection.active = layer
         return world
@@ -309,6 +424,117 @@ class ReviewWidget(QWidget):
         )
         self.refresh()
         return n
+
+    def _target(self, label: int | None) -> tuple[Any, int | None]:
+        layer = self.labels_layer
+        label = label if label is not None else self.selected_label()
+        if layer is None or not label or layer.data.ndim != 3:
+            self.status.setText("select a structure first")
+            return None, None
+        return layer, int(label)
+
+    def remove_islands(self, label: int | None = None, min_size_ml: float | None = None) -> int:
+        """Remove the small connected pieces of structure ``label``, keeping its largest piece (undoable).
+
+        Args:
+            label: the structure's id (default: the selected row or the layer's selected label).
+            min_size_ml: pieces below this volume (mL) go (default: the widget's value).
+
+        Returns:
+            The number of voxels set to background.
+        """
+        layer, label = self._target(label)
+        if layer is None:
+            return 0
+        size = self.island_size.value() if min_size_ml is None else float(min_size_ml)
+        drop = small_islands(np.asarray(layer.data), label, size, np.abs(layer.scale))
+        n = int(drop.sum())
+        if n:
+            layer.data_setitem(np.nonzero(drop), 0)
+        self.status.setText(
+            f"removed {n} voxels of islands below {size:g} mL from label {label}" if n
+            else f"label {label} has no island below {size:g} mL"
+        )
+        self.refresh()
+        return n
+
+    def smooth(self, label: int | None = None, radius_mm: float | None = None, method: str | None = None) -> int:
+        """Smooth structure ``label`` by a binary closing or opening of radius ``radius_mm`` (undoable).
+
+        Args:
+            label: the structure's id (default: the selected row or the layer's selected label).
+            radius_mm: kernel radius in mm (default: the widget's value).
+            method: ``"closing"`` (fills holes, only into background) or ``"opening"`` (removes
+                extrusions); default: the widget's choice.
+
+        Returns:
+            The number of voxels changed.
+        """
+        layer, label = self._target(label)
+        if layer is None:
+            return 0
+        radius = self.smooth_radius.value() if radius_mm is None else float(radius_mm)
+        method = method or self.smooth_method.currentText()
+        change = smoothing_change(np.asarray(layer.data), label, radius, np.abs(layer.scale), method)
+        n = int(change.sum())
+        if n:
+            layer.data_setitem(np.nonzero(change), label if method == "closing" else 0)
+        self.status.setText(f"{method} {radius:g} mm changed {n} voxels of label {label}")
+        self.refresh()
+        return n
+
+    def show_3d(self, on: bool = True, label: int | None = None) -> None:
+        """Show the selected structure alone in a 3D view (``on``), or go back to 2D with all structures."""
+        layer = self.labels_layer
+        if on:
+            layer, label = self._target(label)
+            if layer is None:
+                self.view3d_button.setChecked(False)
+                return
+            layer.selected_label = label
+            layer.show_selected_label = True
+            self.viewer.dims.ndisplay = 3
+            self.viewer.reset_view()
+        else:
+            if layer is not None:
+                layer.show_selected_label = False
+            self.viewer.dims.ndisplay = 2
+            self.viewer.reset_view()
+        self.view3d_button.blockSignals(True)
+        self.view3d_button.setChecked(bool(on))
+        self.view3d_button.blockSignals(False)
+
+    def _on_preserve_toggled(self, on: bool) -> None:
+        layer = self.labels_layer
+        if layer is not None:
+            layer.preserve_labels = bool(on)
+
+    def save_seg(self, path: str | None = None) -> list[str]:
+        """Save the layer as a DICOM-SEG (asks for a file name when ``path`` is not given).
+
+        Returns:
+            The written paths; ``[]`` when the layer cannot become a SEG (the reason is in the status line
+            and a napari notification) or the user cancelled.
+        """
+        from napari.utils.notifications import show_error
+
+        layer = self.labels_layer
+        problem = seg_export_problem(layer, viewer=self.viewer) if layer is not None else "no labels layer"
+        if problem:
+            self.status.setText(f"cannot save as DICOM-SEG: {problem}")
+            return []
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save DICOM-SEG", f"{layer.name}.dcm", "DICOM (*.dcm)")
+            if not path:
+                return []
+        try:
+            written = layer.save(str(path), plugin="m2f-med")
+        except LayerSaveError as err:
+            self.status.setText(str(err))
+            show_error(str(err))
+            return []
+        self.status.setText(f"saved {written[0] if written else path}")
+        return list(written or [])
 
     def undo(self) -> None:
         """Undo the last edit of the Labels layer (napari's own history: paint, erase, fill)."""

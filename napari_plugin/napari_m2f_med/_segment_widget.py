@@ -304,6 +304,7 @@ class SegmentWidget(QWidget):
             algorithm=str(bundle_name),
         )
         self.result_layer = self.viewer.add_labels(data, **kwargs)
+        self.result_layer.preserve_labels = True  # painting one organ must not overwrite its neighbours
         self.context_label.setText(str(model.num_context_slices))
         found = sum(1 for v in (extras.get("voxels") or {}).values() if v)
         self.progress.setValue(100)
