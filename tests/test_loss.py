@@ -180,3 +180,62 @@ def test_survives_monai_supervised_trainer():
     assert output[0]["pred"]["class_logits"].shape == (4, K + 1)
     assert bool(torch.isfinite(torch.as_tensor(output[0]["loss"])))
     assert not torch.equal(before, net.hf_model.class_predictor.weight)
+
+
+def _class_output(predicted: int, batch=2, queries=6, height=16, width=12) -> Mask2FormerOutput:
+    """Every query predicts class index ``predicted`` (logit 8, the rest 0); no auxiliary layers."""
+    cls = torch.zeros(batch, queries, K + 1)
+    cls[..., predicted] = 8.0
+    mask = torch.zeros(batch, queries, height, width)
+    return Mask2FormerOutput(class_logits=cls.requires_grad_(True), mask_logits=mask.requires_grad_(True))
+
+
+def _partial_label(batch=2, height=64, width=48) -> torch.Tensor:
+    label = torch.zeros(batch, 1, height, width)
+    label[0, 0, 8:30, 8:20] = 1  # sample 0: class 1 present; sample 1: an empty slice of the same case
+    return label
+
+
+def test_partial_labels_unlabelled_class_is_not_penalised_labelled_one_is():
+    """Toy case of the marginal rule: the case labels class 1 only (labelled = [1, 0, 0]).
+
+    Sample 0 holds class 1, sample 1 is an empty slice of the same case, where every query is unmatched.
+    """
+    loss_fn = Mask2FormerLoss(K, train_num_points=128, use_auxiliary=False)
+    labelled = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+
+    def empty_slice_grad(predicted: int, partial: bool) -> torch.Tensor:
+        out = _class_output(predicted)
+        target = {"label": _partial_label(), "labelled": labelled} if partial else _partial_label()
+        loss_fn(out, target).backward()
+        return out.class_logits.grad[1]  # (Q, K + 1) on the empty slice
+
+    # queries predicting class 3, which the case does not label: no gradient on the empty slice
+    assert float(empty_slice_grad(2, partial=True).abs().max()) < 1e-3
+    # the same prediction with every class labelled is taught as wrong: class 3 pushed down
+    assert float(empty_slice_grad(2, partial=False)[:, 2].min()) > 1e-3
+    # predicting the labelled class 1 (index 0) where the case says background is penalised
+    assert float(empty_slice_grad(0, partial=True)[:, 0].min()) > 1e-3
+    # and class 2 (index 1), also unlabelled, is as free as class 3
+    assert float(empty_slice_grad(1, partial=True).abs().max()) < 1e-3
+    # a labelled class that is present is still learnt: the matched query of sample 0 is pushed to class 1
+    out = _class_output(2)
+    loss_fn(out, {"label": _partial_label(), "labelled": labelled}).backward()
+    assert float(out.class_logits.grad[0, :, 0].min()) < -1e-3
+
+
+def test_marginal_class_loss_equals_hf_when_every_class_is_labelled():
+    loss_fn = Mask2FormerLoss(K, train_num_points=128)
+    out = _output()
+    crit = loss_fn.criterion
+    targets = label_to_targets(_label(), K)
+    indices = [(torch.tensor([0, 2]), torch.tensor([1, 0])), (torch.tensor([], dtype=torch.long),) * 2]
+    hf = crit.loss_labels(out.class_logits, targets.class_labels, indices)["loss_cross_entropy"]
+    ours = crit._marginal_loss_labels(out.class_logits, targets.class_labels, indices, torch.ones(2, K))
+    assert torch.allclose(hf, ours["loss_cross_entropy"], atol=1e-6)
+    # all-ones labelled through the public API is HF's loss, bit for bit with the same seed
+    torch.manual_seed(3)
+    a = loss_fn(out, _label())
+    torch.manual_seed(3)
+    b = loss_fn(out, {"label": _label(), "labelled": torch.ones(2, K)})
+    assert torch.equal(a, b)

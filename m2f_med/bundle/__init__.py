@@ -2,7 +2,7 @@
 
 Only what MONAI does not provide: Decathlon datalists with per-case label names (``datalist``), labels from
 label maps, DICOM-SEG or RTSTRUCT read onto the image (``label_io``), remapping labels by structure name
-(``labels``), atomic checkpoints and resume (``checkpoint``), named LR schedules (``schedules``), a
+(``labels``), partial-label batches (``partial``), atomic checkpoints and resume (``checkpoint``), named LR schedules (``schedules``), a
 per-epoch CSV training log (``csv_log``), ``torch.export`` of a trained network (``export``), metric glue
 (HD95 in mm, named metric reports; ``metrics``) and an atomic NIfTI writer for ``SaveImaged``
 (``writer``). Everything else in the bundles is MONAI's own engines, handlers and transforms; the volume
@@ -15,6 +15,7 @@ from m2f_med.bundle.datalist import load_datalist, read_label_names
 from m2f_med.bundle.export import export_bundle_network
 from m2f_med.bundle.label_io import LoadLabeld, load_label, snake_case
 from m2f_med.bundle.labels import RemapLabelsByNamed, mapping_by_name
+from m2f_med.bundle.partial import PartialLabelBatch
 from m2f_med.bundle.metrics import ClassMetricsSaver, HausdorffDistanceMM, PhysicalHausdorffDistanceMetric
 from m2f_med.bundle.schedules import make_lr_scheduler
 from m2f_med.bundle.writer import AtomicNibabelWriter
@@ -26,6 +27,7 @@ __all__ = [
     "ClassMetricsSaver",
     "HausdorffDistanceMM",
     "LoadLabeld",
+    "PartialLabelBatch",
     "PhysicalHausdorffDistanceMetric",
     "RemapLabelsByNamed",
     "export_bundle_network",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
@@ -49,6 +50,10 @@ class RemapLabelsByNamed(MapTransform):
         names_key: data key holding the case's ``{source_id: name}``; removed from the output so that
             cases with different names collate.
         default_names: names used when a case has none (``None``: such a case is an error).
+        labelled_key: if set, the output gets this key: a ``(K,)`` float32 tensor, 1 for every model class
+            the case names (labels), 0 for the others, for partial-label losses
+            (:class:`m2f_med.bundle.PartialLabelBatch`). A class a case does not name is unknown there,
+            not absent.
         allow_missing_keys: don't raise if a label key is missing (e.g. inference without labels).
 
     Raises (from ``__call__``):
@@ -65,9 +70,11 @@ class RemapLabelsByNamed(MapTransform):
         labels: Mapping[Any, str],
         names_key: str = LABEL_NAMES_KEY,
         default_names: Mapping[Any, str] | None = None,
+        labelled_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.labelled_key = labelled_key
         self.labels = {int(k): str(v) for k, v in labels.items()}
         self.names_key = names_key
         self.default_names = dict(default_names) if default_names is not None else None
@@ -99,4 +106,8 @@ class RemapLabelsByNamed(MapTransform):
                     "top-level 'labels' to the datalist",
                 )
             d[key] = self._remapper(names, path)(label)
+        if self.labelled_key is not None and names:
+            named = set(mapping_by_name(names, self.labels).values())
+            num = max(self.labels)
+            d[self.labelled_key] = torch.tensor([float(i in named) for i in range(1, num + 1)])
         return d

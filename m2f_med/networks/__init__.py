@@ -12,6 +12,7 @@ Public API (see each module for shapes, paper sections, and what is HF's and wha
 from .config import PRESETS, Preset, build_config
 from .export import export_onnx, export_semantic, load_exported, save_exported
 from .loss import Mask2FormerLoss
+from .marginal_loss import MarginalDiceCELoss
 from .mask2former import Mask2FormerNet
 from .output import Mask2FormerOutput
 from .postprocess import (
@@ -25,6 +26,7 @@ from .pretrained import TransferReport, load_pretrained, transfer_weights
 from .targets import SliceTargets, label_to_targets
 
 __all__ = [
+    "MarginalDiceCELoss",
     "PRESETS",
     "Preset",
     "build_config",

@@ -19,7 +19,19 @@ What is ours:
   in the mask BCE (averaged over valid points) and in the Dice sums. A point counts as valid when the
   bilinear sample of the 0/1 validity map there is > 0.5. Without ignored pixels HF's code runs unchanged,
   and the ignore-aware path then gives the same value for the same random seed;
+* partial labels (``labelled``): a case that labels only some classes (a manual spleen mask) must not teach
+  the others as absent. Following the marginal loss of Shi et al. 2021 (unlabelled classes are merged with
+  background, so predicting one of them where the case says "background" costs nothing), the class
+  cross-entropy of an *unmatched* query targets the set {no object} ∪ {classes the case does not label}:
+  its loss is ``-log Σ_{c ∈ set} p_c``, with HF's "no object" weight. Matched queries, the matcher and the
+  mask losses are unchanged: targets exist only for labelled classes, and a labelled class's mask is
+  complete, so every pixel outside it is truly "not that class". With every class labelled the marginal
+  term equals HF's weighted cross-entropy exactly;
 * mixed precision: the loss always runs in float32 with autocast disabled.
+
+Reference: Shi G., Xiao L., Chen Y., Zhou S.K. Marginal loss and exclusion loss for partially supervised
+multi-organ segmentation. Medical Image Analysis 70, 2021, 101979 (Sec. 3.2, marginal loss).
+https://doi.org/10.1016/j.media.2021.101979
 """
 
 from __future__ import annotations
@@ -112,8 +124,9 @@ class _IgnoreAwareCriterion(HFMask2FormerLoss):
         class_labels,
         auxiliary_predictions=None,
         valid=None,
+        labelled=None,
     ):
-        if valid is None:
+        if valid is None and labelled is None:
             return super().forward(
                 masks_queries_logits, class_queries_logits, mask_labels, class_labels, auxiliary_predictions
             )
@@ -121,10 +134,15 @@ class _IgnoreAwareCriterion(HFMask2FormerLoss):
             masks_queries_logits, class_queries_logits, mask_labels, class_labels, valid=valid
         )
         num_masks = self.get_num_masks(class_labels, device=class_labels[0].device)
-        losses = {
-            **self._valid_loss_masks(masks_queries_logits, mask_labels, indices, num_masks, valid),
-            **self.loss_labels(class_queries_logits, class_labels, indices),
-        }
+        if valid is None:
+            mask_losses = self.loss_masks(masks_queries_logits, mask_labels, indices, num_masks)
+        else:
+            mask_losses = self._valid_loss_masks(masks_queries_logits, mask_labels, indices, num_masks, valid)
+        if labelled is None:
+            class_losses = self.loss_labels(class_queries_logits, class_labels, indices)
+        else:
+            class_losses = self._marginal_loss_labels(class_queries_logits, class_labels, indices, labelled)
+        losses = {**mask_losses, **class_losses}
         for idx, aux in enumerate(auxiliary_predictions or []):
             aux_losses = self.forward(
                 aux["masks_queries_logits"],
@@ -132,9 +150,31 @@ class _IgnoreAwareCriterion(HFMask2FormerLoss):
                 mask_labels,
                 class_labels,
                 valid=valid,
+                labelled=labelled,
             )
             losses.update({f"{key}_{idx}": value for key, value in aux_losses.items()})
         return losses
+
+    def _marginal_loss_labels(self, class_queries_logits, class_labels, indices, labelled):
+        """HF's weighted class cross-entropy, marginal over unlabelled classes for unmatched queries.
+
+        ``labelled (B, K)``: 1 where the case labels class ``k``. An unmatched query's target is the set
+        {no object} ∪ {unlabelled classes}; a matched query's target is its class (module docstring).
+        """
+        batch_size, num_queries, num_logits = class_queries_logits.shape
+        no_object = self.num_labels
+        target = torch.full((batch_size, num_queries), no_object, dtype=torch.int64,
+                            device=class_queries_logits.device)
+        src_idx = self._get_predictions_permutation_indices(indices)
+        target[src_idx] = torch.cat([t[j] for t, (_, j) in zip(class_labels, indices)]).to(target.device)
+        allowed = torch.zeros(batch_size, num_queries, num_logits, dtype=torch.bool, device=target.device)
+        allowed.scatter_(2, target[..., None], True)
+        unlabelled = labelled.to(target.device) < 0.5  # (B, K)
+        allowed[..., :no_object] |= (target == no_object)[..., None] & unlabelled[:, None, :]
+        log_p = class_queries_logits.float().log_softmax(-1)
+        nll = -torch.logsumexp(log_p.masked_fill(~allowed, -math.inf), dim=-1)
+        weight = self.empty_weight.to(target.device)[target]
+        return {"loss_cross_entropy": (weight * nll).sum() / weight.sum()}
 
     def _valid_loss_masks(self, masks_queries_logits, mask_labels, indices, num_masks, valid):
         src_idx = self._get_predictions_permutation_indices(indices)
@@ -243,7 +283,7 @@ class Mask2FormerLoss(nn.Module):
         self.criterion = _IgnoreAwareCriterion(config, self.weight_dict)
         self.last_losses: dict[str, torch.Tensor] = {}
 
-    def forward(self, output, label: torch.Tensor) -> torch.Tensor:
+    def forward(self, output, label: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Compute the total weighted loss of a batch.
 
         Args:
@@ -251,7 +291,10 @@ class Mask2FormerLoss(nn.Module):
                 (``class_logits (B, Q, K + 1)``, ``mask_logits (B, Q, ceil(H / 4), ceil(W / 4))``, optional
                 ``aux_outputs``).
             label: ``(B, 1, H, W)`` label map, values ``0..K`` or ``ignore_index`` (float / ``MetaTensor``
-                accepted).
+                accepted); or, for partially labelled cases, a mapping ``{"label": (B, 1, H, W),
+                "labelled": (B, K)}`` (1 where the case labels class ``k``; as built by
+                :class:`m2f_med.bundle.PartialLabelBatch`), which makes the class loss marginal over the
+                unlabelled classes (module docstring).
 
         Returns:
             Scalar float32 loss (sum of the weighted terms in :attr:`last_losses`).
@@ -259,6 +302,15 @@ class Mask2FormerLoss(nn.Module):
         Raises:
             ValueError: missing logits, bad label values, or a label size that does not fit the mask logits.
         """
+        labelled = None
+        if isinstance(label, Mapping):
+            label, labelled = label["label"], label.get("labelled")
+            if labelled is not None:
+                labelled = torch.as_tensor(labelled).float().reshape(label.shape[0], -1)
+                if labelled.shape[1] != self.num_classes:
+                    raise ValueError(f"labelled has {labelled.shape[1]} classes; the loss has {self.num_classes}")
+                if bool((labelled > 0.5).all()):
+                    labelled = None  # every class labelled: HF's loss unchanged
         get = output.get if isinstance(output, Mapping) else lambda key: getattr(output, key, None)
         mask_logits, class_logits, aux_outputs = get("mask_logits"), get("class_logits"), get("aux_outputs")
         if mask_logits is None or class_logits is None:
@@ -291,7 +343,8 @@ class Mask2FormerLoss(nn.Module):
                     for c, m in aux_outputs
                 ]
             losses = self.criterion(
-                mask_logits.float(), class_logits.float(), mask_labels, targets.class_labels, aux, valid=valid
+                mask_logits.float(), class_logits.float(), mask_labels, targets.class_labels, aux, valid=valid,
+                labelled=labelled,
             )
             for key, weight in self.weight_dict.items():
                 for loss_key in losses:
