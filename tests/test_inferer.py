@@ -278,3 +278,37 @@ def test_cuda_matches_cpu_and_amp_runs():
     for dtype in ("bfloat16", "float16"):
         out, extras = predict_volume(vol, m2f, amp=True, amp_dtype=dtype)
         assert out.shape == vol.shape and all(v is None or 0 <= v <= 1 for v in extras["confidence"].values())
+
+
+class SideStub(torch.nn.Module):
+    """Knows anatomy by position like a trained network: body voxels in the first half of the model-space
+    left/right axis are class 1 ("kidney_right" here), in the second half class 2 ("kidney_left")."""
+
+    in_channels = 1
+
+    def forward(self, x):
+        body = x[:, 0] > 0.5
+        side = torch.arange(x.shape[2], device=x.device)[None, :, None] >= x.shape[2] // 2
+        cls = torch.where(body, 1 + side.long().expand_as(body), torch.zeros_like(body, dtype=torch.long))
+        return F.one_hot(cls, 3).permute(0, 3, 1, 2).float()
+
+
+def test_flip_tta_keeps_left_and_right_classes():
+    from m2f_med.inference.inferer import left_right_pairs
+
+    labels = {"1": "kidney_right", "2": "kidney_left"}
+    assert left_right_pairs({1: "kidney_right", 2: "kidney_left", 3: "liver"}) == [(2, 1)]
+    ras = np.diag([2.0, 2.0, 3.0, 1.0])
+    vol = make_volume(torch.full((1, 20, 12, 3), 300.0), ras, modality="CT")
+    vol[:, :, :2] = 0.0  # air at one edge: the body is not symmetric in the slice
+    model = BundleModel(network=SideStub(), labels=labels, intensity=WINDOW, roi_size=None,
+                        output="probabilities")
+    plain, _ = predict_volume(vol, model)
+    assert set(np.unique(plain.numpy())) == {0, 1, 2}
+    swapped, _ = predict_volume(vol, model, flip_tta=True)
+    np.testing.assert_array_equal(swapped.numpy(), plain.numpy())
+    # the old behaviour (no swap) mixes each side with its mirror image: labels change
+    inferer = model.make_inferer(flip_tta=True, lr_swap=[(0, 0)], tta_flips=[0])
+    assert inferer.lr_swap == ((0, 0),)
+    no_swap = VolumeInferer(num_context=0, flip_tta=True, tta_flips=[0])(vol, model.predictor, model.model_space())
+    assert not np.array_equal(no_swap.label.numpy(), plain.numpy())

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from m2f_med.inference.inferer import VolumeInferer, resolve_device
+from m2f_med.inference.inferer import VolumeInferer, left_right_pairs, resolve_device
 from m2f_med.inference.postprocessing import parse_postprocessing
 from m2f_med.inference.preprocessing import ModelSpace, parse_intensity
 from m2f_med.io.errors import VolumeError
@@ -164,6 +164,8 @@ class BundleModel:
             "num_context": self.num_context_slices, "roi_size": self.roi_size,
             "sw_batch_size": self.sw_batch_size, "overlap": self.overlap, "mode": self.blend_mode,
             "device": self.device, "activation": self.activation,
+            # flip TTA keeps left/right classes: a mirrored left kidney is scored as the left kidney
+            "lr_swap": left_right_pairs(self.labels),
         }
         opts.update({k: v for k, v in overrides.items() if v is not None})
         return VolumeInferer(**opts)

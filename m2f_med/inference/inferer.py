@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from m2f_med.inference.preprocessing import ModelSpace, intensity_transform
 from m2f_med.transforms.slice_stack import SliceStack, take_slices
 
-__all__ = ["VolumeInferer", "SlabResult", "AMP_DTYPES", "resolve_device", "shift_affine"]
+__all__ = ["VolumeInferer", "left_right_pairs", "SlabResult", "AMP_DTYPES", "resolve_device", "shift_affine"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,23 @@ class SlabResult:
     num_classes: int
 
 
+def left_right_pairs(labels: Mapping[int, str]) -> list[tuple[int, int]]:
+    """Channel pairs ``(left, right)`` of classes named ``*_left`` / ``*_right`` (TotalSegmentator spelling).
+
+    Args:
+        labels: ``{channel: name}`` of the foreground classes (channel 0 is background).
+
+    Returns:
+        e.g. ``[(4, 3)]`` for ``{3: "kidney_right", 4: "kidney_left"}``; classes without a partner are left out.
+    """
+    by_name = {str(n): int(c) for c, n in labels.items()}
+    pairs = []
+    for name, c in by_name.items():
+        if name.endswith("_left") and name[: -len("_left")] + "_right" in by_name:
+            pairs.append((c, by_name[name[: -len("_left")] + "_right"]))
+    return sorted(pairs)
+
+
 class VolumeInferer:
     """Run a 2D/2.5D per-slice predictor over a 3D volume, slab by slab, with MONAI ``SliceInferer`` tiling.
 
@@ -95,7 +112,12 @@ class VolumeInferer:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         amp: autocast the forward pass on CUDA (ignored on CPU, where fp32 is faster; see FACTS).
         amp_dtype: ``"float16"`` or ``"bfloat16"``.
-        flip_tta: average the predictions of the input and its two in-plane flips.
+        flip_tta: average the predictions of the input and its in-plane flips (``tta_flips``).
+        tta_flips: in-plane axes flipped by ``flip_tta``: 0 = the model space's first axis, left/right in
+            its RAS orientation; 1 = anterior/posterior.
+        lr_swap: pairs of output channels ``(left, right)`` exchanged after undoing a left/right flip, so
+            that a flipped left kidney counts as the left kidney (:func:`left_right_pairs`). Without it a
+            left/right flip averages each paired class with its mirror image.
         activation: ``"none"`` if the predictor returns probabilities ``(B, K+1, H, W)``, ``"softmax"`` if
             it returns logits.
         progress: show a tqdm bar over slices.
@@ -120,6 +142,8 @@ class VolumeInferer:
         amp: bool = False,
         amp_dtype: str = "float16",
         flip_tta: bool = False,
+        tta_flips: Sequence[int] = (0, 1),
+        lr_swap: Sequence[tuple[int, int]] = (),
         activation: str = "none",
         progress: bool = False,
         callback: Callable[[int, int], None] | None = None,
@@ -149,6 +173,10 @@ class VolumeInferer:
         self.amp = bool(amp)
         self.amp_dtype = AMP_DTYPES[str(amp_dtype)]
         self.flip_tta = bool(flip_tta)
+        if not set(int(a) for a in tta_flips) <= {0, 1}:
+            raise ValueError(f"tta_flips must be in-plane axes 0 and/or 1; got {tta_flips}")
+        self.tta_flips = tuple(sorted({int(a) for a in tta_flips}))
+        self.lr_swap = tuple((int(a), int(b)) for a, b in lr_swap)
         self.activation = activation
         self.progress = progress
         self.callback = callback
@@ -172,10 +200,17 @@ class VolumeInferer:
     def _predict_windows(self, predictor: Predictor, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(B, K+1, h, w)`` for a batch of windows ``(B, C', h, w)``, with optional flip TTA."""
         out = self._forward(predictor, x)
-        if self.flip_tta:
-            for dims in ((2,), (3,)):
-                out = out + torch.flip(self._forward(predictor, torch.flip(x, dims)), dims)
-            out = out / 3.0
+        if self.flip_tta and self.tta_flips:
+            for axis in self.tta_flips:
+                dims = (2 + axis,)
+                flipped = torch.flip(self._forward(predictor, torch.flip(x, dims)), dims)
+                if axis == 0 and self.lr_swap:
+                    order = list(range(flipped.shape[1]))
+                    for a, b in self.lr_swap:
+                        order[a], order[b] = b, a
+                    flipped = flipped[:, order]
+                out = out + flipped
+            out = out / (1 + len(self.tta_flips))
         return out
 
     def _autocast(self):

@@ -50,7 +50,10 @@ class SlicewiseInferer(Inferer):
         mode: ``"gaussian"`` or ``"constant"`` blending.
         sigma_scale: Gaussian sigma as a fraction of the window.
         slab_size: slices processed together (bounds the temporary 2.5D stack).
-        flip_tta: average over the input and its two in-plane flips.
+        flip_tta: average over the input and its in-plane flips (``tta_flips``).
+        tta_flips: in-plane axes to flip (0 = left/right in the RAS model space, 1 = anterior/posterior).
+        lr_swap: ``(left, right)`` channel pairs exchanged after undoing a left/right flip
+            (:func:`m2f_med.inference.inferer.left_right_pairs`).
         network_wrapper: callable applied to the network to get ``(B, K+1, H, W)`` probabilities, e.g.
             ``m2f_med.networks.SemanticProbabilities``; ``None`` = automatic (Mask2Former → semantic
             probabilities, other networks → softmax of their logits).
@@ -77,6 +80,8 @@ class SlicewiseInferer(Inferer):
         sigma_scale: float = 0.125,
         slab_size: int = 16,
         flip_tta: bool = False,
+        tta_flips: Sequence[int] = (0, 1),
+        lr_swap: Sequence[Sequence[int]] = (),
         network_wrapper: Callable[[nn.Module], Callable] | None = None,
         activation: str | None = None,
     ) -> None:
@@ -84,7 +89,8 @@ class SlicewiseInferer(Inferer):
         self.options: dict[str, Any] = {
             "num_context": num_context, "roi_size": None if roi_size is None else list(roi_size)[:2],
             "sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode, "sigma_scale": sigma_scale,
-            "slab_size": slab_size, "flip_tta": flip_tta,
+            "slab_size": slab_size, "flip_tta": flip_tta, "tta_flips": list(tta_flips),
+            "lr_swap": [tuple(p) for p in lr_swap],
         }
         self.network_wrapper = network_wrapper
         self.activation = activation
