@@ -11,7 +11,7 @@ inferer is ``m2f_med.inference.SlicewiseInferer``.
 
 from m2f_med.bundle.checkpoint import AtomicCheckpointSaver, latest_checkpoint, resume_checkpoint
 from m2f_med.bundle.csv_log import CSVStatsHandler
-from m2f_med.bundle.datalist import load_datalist, read_label_names
+from m2f_med.bundle.datalist import fold_datalist, load_datalist, read_label_names
 from m2f_med.bundle.export import export_bundle_network
 from m2f_med.bundle.label_io import LoadLabeld, load_label, snake_case
 from m2f_med.bundle.labels import RemapLabelsByNamed, mapping_by_name
@@ -31,6 +31,7 @@ __all__ = [
     "PhysicalHausdorffDistanceMetric",
     "RemapLabelsByNamed",
     "export_bundle_network",
+    "fold_datalist",
     "latest_checkpoint",
     "load_label",
     "load_datalist",

@@ -25,7 +25,7 @@ from monai.data import load_decathlon_datalist
 
 from m2f_med.io.errors import VolumeError
 
-__all__ = ["LABEL_NAMES_KEY", "SECTIONS", "load_datalist", "read_label_names"]
+__all__ = ["LABEL_NAMES_KEY", "SECTIONS", "fold_datalist", "load_datalist", "read_label_names"]
 
 LABEL_NAMES_KEY = "label_names"
 SECTIONS = ("training", "validation", "test")
@@ -117,3 +117,69 @@ def load_datalist(
                     )
         out.append(case)
     return out
+
+
+def fold_datalist(
+    datalist: str | os.PathLike,
+    folds: str | os.PathLike,
+    fold: int | None,
+    section: str = "training",
+    dataset_dir: str | os.PathLike | None = None,
+    check_files: bool = True,
+) -> list[dict[str, Any]]:
+    """One role of a patient-level cross-validation split: the cases of ``training`` for one fold.
+
+    The split file (e.g. ``bundles/m2f_ct_lesions/configs/folds.json``) is
+    ``{"splits": [{"fold": 0, "test": [patient, ...], "validation": [patient, ...]}, ...]}``; patients are
+    the ``patient`` keys of the datalist's ``training`` entries. For fold ``f``: ``test`` = the fold's
+    patients (never trained on, never used to choose a checkpoint), ``validation`` = its validation patients
+    (checkpoint choice), ``training`` = every other patient. ``fold=None`` means no cross-validation:
+    ``training`` is every patient, ``validation`` and ``test`` are empty (the final model).
+
+    Args:
+        datalist: the datalist JSON (all patients in its ``training`` section, each with ``patient``).
+        folds: the split JSON.
+        fold: the fold index, or ``None``.
+        section: ``"training"``, ``"validation"`` or ``"test"``.
+        dataset_dir: as for :func:`load_datalist`.
+        check_files: as for :func:`load_datalist`.
+
+    Returns:
+        The cases (dicts as from :func:`load_datalist`) of that role, in datalist order.
+
+    Raises:
+        VolumeError: the split is malformed, names a patient not in the datalist, puts a patient in two
+            test folds or in both test and validation, or the fold does not exist.
+    """
+    cases = load_datalist(datalist, "training", dataset_dir, check_files)
+    if section not in SECTIONS:
+        raise VolumeError(Path(folds), f"unknown section {section!r}; choose one of {SECTIONS}")
+    if fold is None:
+        return cases if section == "training" else []
+    split_path = Path(folds)
+    splits = _read_json(split_path).get("splits")
+    if not isinstance(splits, list) or not splits:
+        raise VolumeError(split_path, "a split file needs a non-empty 'splits' list")
+    patients = [c.get("patient") for c in cases]
+    if None in patients:
+        raise VolumeError(Path(datalist), "every training entry needs a 'patient' key for cross-validation")
+    seen: set[str] = set()
+    for s in splits:
+        test = set(s.get("test", []))
+        unknown = (test | set(s.get("validation", []))) - set(patients)
+        if unknown:
+            raise VolumeError(split_path, f"fold {s.get('fold')}: patients not in the datalist: {sorted(unknown)}")
+        if test & seen:
+            raise VolumeError(split_path, f"patients in two test folds: {sorted(test & seen)}")
+        if test & set(s.get("validation", [])):
+            raise VolumeError(split_path, f"fold {s.get('fold')}: patients both test and validation")
+        seen |= test
+    chosen = [s for s in splits if int(s.get("fold", -1)) == int(fold)]
+    if not chosen:
+        raise VolumeError(split_path, f"no fold {fold}; the file has {[s.get('fold') for s in splits]}")
+    test, val = set(chosen[0].get("test", [])), set(chosen[0].get("validation", []))
+    if section == "test":
+        return [c for c in cases if c["patient"] in test]
+    if section == "validation":
+        return [c for c in cases if c["patient"] in val]
+    return [c for c in cases if c["patient"] not in test | val]

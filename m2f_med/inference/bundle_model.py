@@ -98,6 +98,11 @@ class BundleModel:
         bundle_dir: the bundle folder (``None`` for an in-memory model).
         checkpoint: the weights file read, if any.
         metadata: ``configs/metadata.json`` content (name, version, ...), if present.
+        thing_classes: label ids that are instances (lesions; bundle key ``thing_classes``); empty for a
+            purely semantic model. With any, ``predict`` also writes instance outputs
+            (:mod:`m2f_med.inference.instances`).
+        instance_settings: :class:`~m2f_med.inference.instances.InstanceSettings` (bundle key
+            ``instance_inference``).
     """
 
     network: nn.Module
@@ -117,6 +122,8 @@ class BundleModel:
     bundle_dir: Path | None = None
     checkpoint: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    thing_classes: tuple[int, ...] = ()
+    instance_settings: Any = None
 
     def __post_init__(self) -> None:
         self.labels = {int(k): str(v) for k, v in self.labels.items()}
@@ -126,6 +133,14 @@ class BundleModel:
         if self.output not in ("auto", "probabilities", "logits"):
             raise ValueError(f"output must be 'auto', 'probabilities' or 'logits'; got {self.output!r}")
         self.postprocessing = parse_postprocessing(self.postprocessing)
+        self.thing_classes = tuple(int(v) for v in self.thing_classes)
+        unknown = set(self.thing_classes) - set(self.labels)
+        if unknown:
+            raise ValueError(f"thing_classes {sorted(unknown)} are not label ids {sorted(self.labels)}")
+        from m2f_med.inference.instances import InstanceSettings
+
+        if not isinstance(self.instance_settings, InstanceSettings):
+            self.instance_settings = InstanceSettings.from_mapping(self.instance_settings)
         parse_intensity(self.intensity)
         self.network.eval()
         self._predictor: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -194,6 +209,7 @@ class BundleModel:
             "labels": {str(k): v for k, v in self.labels.items()}, "num_context_slices": self.num_context_slices,
             "pixdim": None if self.pixdim is None else list(self.pixdim), "intensity": dict(self.intensity or {}),
             "roi_size": None if self.roi_size is None else list(self.roi_size), "modality": self.modality,
+            "thing_classes": list(self.thing_classes),
         }
 
 
@@ -300,6 +316,8 @@ def load_bundle(
             bundle_dir=root,
             checkpoint=ckpt,
             metadata=metadata,
+            thing_classes=tuple(get("thing_classes", ()) or ()),
+            instance_settings=get("instance_inference") or {},
         )
         ModelSpace(pixdim=model.pixdim, axcodes=model.axcodes, intensity=model.intensity)
         model.make_inferer()  # validates roi / overlap / mode
