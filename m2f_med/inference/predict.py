@@ -299,17 +299,24 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
     timings["load_s"] = time.perf_counter() - t
     _check_input(volume, job, model)
     t = time.perf_counter()
-    mask, extras = predict_volume(
-        volume, model, keep_probability=opts["save_probability"], postprocess=opts["postprocess"],
-        progress=opts["progress"], **opts["inferer"],
-    )
+    instances = None
+    if model.thing_classes:
+        mask, extras, instances = _predict_instances(volume, model, opts)
+    else:
+        mask, extras = predict_volume(
+            volume, model, keep_probability=opts["save_probability"], postprocess=opts["postprocess"],
+            progress=opts["progress"], **opts["inferer"],
+        )
     timings["inference_s"] = time.perf_counter() - t
     t = time.perf_counter()
     labels = {str(k): v for k, v in model.labels.items()}
     if "nifti" in opts["formats"]:
         write_nifti(mask, out / "mask.nii.gz", label=True)
         files.append("mask.nii.gz")
-    if "dicom-seg" in opts["formats"]:
+    if instances is not None:
+        files += _write_instances(volume, instances, model, out, opts, warnings, extras["path"])
+    stuff = set(model.labels) - set(model.thing_classes)
+    if "dicom-seg" in opts["formats"] and stuff:
         if str(volume.meta.get("source_format")) != "dicom":
             warnings.append("dicom-seg not written: the input is not a DICOM series")
         elif not int(mask.as_tensor().count_nonzero()):
@@ -333,7 +340,7 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
                                     confidence=conf)
         write_statistics(rows, out / "statistics.json", out / "statistics.csv")
         files += ["statistics.json", "statistics.csv"]
-    if opts["preview"]:
+    if opts["preview"] and instances is None:  # instance models: the lesion preview (_write_instances)
         from m2f_med.inference.preview import render_preview
 
         render_preview(volume, mask, out / "preview.png", modality=str(volume.meta.get("modality", "")),
@@ -353,6 +360,70 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
     }
     del volume, mask, extras
     return {"files": files, "timings": timings, "warnings": warnings, **info}
+
+
+def _predict_instances(volume, model: BundleModel, opts: dict[str, Any]):
+    """Instance inference (``m2f_med.inference.instances``): semantic mask, extras like ``predict_volume``'s."""
+    import numpy as np
+    from monai.data import MetaTensor
+
+    from m2f_med.inference.instances import predict_instances
+    from m2f_med.inference.volume import _label_meta
+
+    inst, info = predict_instances(volume, model, callback=opts["inferer"].get("callback"))
+    meta = _label_meta(volume, model.labels)
+    mask = MetaTensor(torch.from_numpy(inst.semantic[None].astype(np.uint8)), affine=volume.affine, meta=meta)
+    counts = np.bincount(inst.semantic.ravel(), minlength=model.num_classes + 1)
+    confidence = {}
+    for c, name in model.labels.items():
+        ids = [i for i, lab in inst.labels.items() if lab == c]
+        confidence[name] = float(np.mean([inst.scores[i] for i in ids])) if ids else None
+    extras = {"probability": None, "confidence": confidence, "path": info["rule"], "notes": [],
+              "voxels": {name: int(counts[c]) for c, name in model.labels.items()}}
+    return mask, extras, inst
+
+
+def _write_instances(volume, inst, model: BundleModel, out: Path, opts: dict[str, Any], warnings: list[str],
+                     rule: str) -> list[str]:
+    """``instances.nii.gz``, ``instances.json``, lesion preview, one-segment-per-lesion SEG; the file names."""
+    from m2f_med.inference.instance_outputs import (
+        NO_LESION_NOTE,
+        instance_volume,
+        render_lesion_preview,
+        write_lesion_seg,
+    )
+    from m2f_med.inference.instances import instance_table, write_instances_json
+    from m2f_med.io.writers import write_nifti
+
+    files = []
+    rows = instance_table(inst, volume, model.labels, low_score=model.instance_settings.low_score)
+    ids = instance_volume(inst, volume)
+    if "nifti" in opts["formats"]:
+        write_nifti(ids, out / "instances.nii.gz", label=True)
+        files.append("instances.nii.gz")
+    note = "" if rows else NO_LESION_NOTE
+    if not rows:
+        warnings.append(NO_LESION_NOTE)
+    seg_name = None
+    if "dicom-seg" in opts["formats"]:
+        if str(volume.meta.get("source_format")) != "dicom":
+            warnings.append("dicom-seg not written: the input is not a DICOM series")
+        elif rows:
+            name = (model.metadata or {}).get("name") or "m2f-med"
+            write_lesion_seg(ids, volume, out / "instances.seg.dcm", rows, algorithm=str(name))
+            seg_name = "instances.seg.dcm"
+            files.append(seg_name)
+        else:
+            warnings.append("dicom-seg not written: no lesion found")
+    write_instances_json(out / "instances.json", rows, model.labels, model.thing_classes, note=note,
+                         rule=rule,
+                         instance_map="instances.nii.gz", semantic_mask="mask.nii.gz", dicom_seg=seg_name)
+    files.append("instances.json")
+    if opts["preview"]:
+        render_lesion_preview(volume, inst.instance_map, out / "preview.png", rows,
+                              modality=str(volume.meta.get("modality", "")))
+        files.append("preview.png")
+    return files
 
 
 # --------------------------------------------------------------------------------------------- the batch

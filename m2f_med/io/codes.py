@@ -139,4 +139,9 @@ def segment_codes(name: str) -> SegmentCodes:
         return ORGAN_CODES[key]
     if _NEOPLASM_PREFIX.match(key):
         return _NEOPLASM
+    numbered = re.match(r"^(.+?)_\d+$", key)  # one instance of a class: "lesion 3" is coded as "lesion"
+    if numbered:
+        base = _ALIASES.get(numbered.group(1), numbered.group(1))
+        if base in ORGAN_CODES:
+            return ORGAN_CODES[base]
     return SegmentCodes(_TISSUE, _TISSUE, None, generic=True)

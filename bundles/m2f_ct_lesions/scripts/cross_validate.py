@@ -1,0 +1,89 @@
+"""Train the runs behind docs/README.md: the final model on all 19 patients, then 5 folds x 2 models.
+
+    cd bundles/m2f_ct_lesions
+    OMP_NUM_THREADS=1 nice -n 15 python scripts/cross_validate.py [--runs final,m2f_f0,unet_f0,...]
+
+Every run is ``python -m monai.bundle run`` of configs/train.yaml (plus configs/unet_baseline.yaml for the
+MONAI UNet) with the same budget (``--max_epochs`` x ``--iterations_per_epoch`` iterations of 8 slices),
+data, augmentation and seed; fold runs choose their checkpoint on the fold's validation patients only
+(``best_model_saver`` on val_mean_dice). The final run has no validation: it keeps the last epoch, whose
+model weights are written to runs/final/models/model.pt. Each run's CPU time (user + system of the child
+process) and wall time are appended to runs/cv/runs.jsonl. Test folds are evaluated by
+scripts/evaluate_cv.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+BUNDLE = Path(__file__).resolve().parents[1]
+BUDGET = {"max_epochs": 30, "iterations_per_epoch": 50, "val_interval": 3}
+
+
+def run_names() -> list[str]:
+    """``final`` first (the shipped model), then ``m2f_f0, unet_f0, ..., unet_f4``."""
+    return ["final"] + [f"{m}_f{f}" for f in range(5) for m in ("m2f", "unet")]
+
+
+def command(name: str) -> list[str]:
+    """The ``monai.bundle run`` command line of one run."""
+    configs = ["configs/train.yaml"] + (["configs/unet_baseline.yaml"] if name.startswith("unet") else [])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", ".", "--run_name", name,
+           "--config_file", repr(configs)]
+    for key, value in BUDGET.items():
+        cmd += [f"--{key}", str(value)]
+    if name != "final":
+        cmd += ["--fold", name.rsplit("_f", 1)[1]]
+    return cmd
+
+
+def final_weights(run_dir: Path) -> Path:
+    """Write the last epoch's model weights of a run without validation to ``models/model.pt``."""
+    ckpts = sorted(run_dir.glob("models/checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+    if not ckpts:
+        raise SystemExit(f"{run_dir}: no checkpoint written")
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)["model"]
+    out = run_dir / "models" / "model.pt"
+    torch.save(state, out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=",".join(run_names()))
+    args = parser.parse_args()
+    log = BUNDLE / "runs" / "cv" / "runs.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.runs.split(","):
+        cmd = command(name)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.time()
+        with open(BUNDLE / "runs" / "cv" / f"{name}.log", "w") as out:
+            rc = subprocess.call(cmd, cwd=BUNDLE, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        record = {
+            "run": name,
+            "rc": rc,
+            "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+            "wall_s": round(time.time() - t0, 1),
+            "command": " ".join(cmd[1:]),
+            "budget": BUDGET,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        if rc == 0 and name == "final":
+            record["weights"] = str(final_weights(BUNDLE / "runs" / name))
+        with open(log, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Evaluate the cross-validation runs of scripts/cross_validate.py on their test folds and tabulate them.
+
+    cd bundles/m2f_ct_lesions
+    OMP_NUM_THREADS=1 python scripts/evaluate_cv.py            # evaluates every finished fold run
+    python scripts/evaluate_cv.py --table-only                  # re-print the table from runs/cv/eval
+
+Each finished run ``<model>_f<f>`` (its best checkpoint on the fold's validation patients,
+runs/<run>/models/model.pt) is evaluated with configs/evaluate.yaml on the fold's test patients only
+(``--fold f``), into runs/cv/eval/<run>/. The table gives per fold and as the mean over folds: mean
+patient Dice, lesion F1 and PQ (pooled within the fold), and the run's training CPU time from
+runs/cv/runs.jsonl. Writes runs/cv/cv_summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BUNDLE = Path(__file__).resolve().parents[1]
+CV = BUNDLE / "runs" / "cv"
+MODELS = {"m2f": "Mask2Former 2.5D (tiny, k=1)", "unet": "MONAI UNet 2.5D (semantic, lesions = 3D components)"}
+
+
+def evaluate(run: str) -> None:
+    """``monai.bundle run`` of evaluate.yaml for one fold run."""
+    model, fold = run.rsplit("_f", 1)
+    configs = ["configs/train.yaml"] + (["configs/unet_baseline.yaml"] if model == "unet" else [])
+    configs.append("configs/evaluate.yaml")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", ".", "--config_file", repr(configs),
+           "--fold", fold, "--ckpt_path", f"runs/{run}/models/model.pt", "--output_dir", f"runs/cv/eval/{run}"]
+    with open(CV / f"eval_{run}.log", "w") as out:
+        subprocess.check_call(cmd, cwd=BUNDLE, stdout=out, stderr=subprocess.STDOUT)
+
+
+def table() -> dict:
+    """Per-fold and mean figures of every evaluated run, as a dict and printed as a Markdown table."""
+    cpu = {}
+    if (CV / "runs.jsonl").is_file():
+        for line in (CV / "runs.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec["rc"] == 0:
+                cpu[rec["run"]] = rec["cpu_s"]
+    out: dict = {}
+    for model in MODELS:
+        folds = {}
+        for f in range(5):
+            path = CV / "eval" / f"{model}_f{f}" / "lesion_summary.json"
+            if path.is_file():
+                s = json.loads(path.read_text())
+                folds[f] = {"dice": s["dice_mean"], "f1": s["f1"], "pq": s["pq"], "sensitivity": s["sensitivity"],
+                            "precision": s["precision"], "tp": s["tp"], "fp": s["fp"], "fn": s["fn"],
+                            "patients": s["patients"], "train_cpu_s": cpu.get(f"{model}_f{f}")}
+        if folds:
+            mean = {k: float(np.mean([v[k] for v in folds.values()])) for k in ("dice", "f1", "pq")}
+            out[model] = {"folds": folds, "mean": mean, "folds_done": sorted(folds)}
+    print("| model | fold | patients | patient Dice | lesion F1 | PQ | TP/FP/FN | train CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, r in out.items():
+        for f, v in r["folds"].items():
+            print(f"| {model} | {f} | {v['patients']} | {v['dice']:.3f} | {v['f1']:.3f} | {v['pq']:.3f} | "
+                  f"{v['tp']}/{v['fp']}/{v['fn']} | {v['train_cpu_s']} |")
+        m = r["mean"]
+        print(f"| {model} | mean of {len(r['folds'])} | | **{m['dice']:.3f}** | **{m['f1']:.3f}** | **{m['pq']:.3f}** | | |")
+    (CV / "cv_summary.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    if not args.table_only:
+        for model in MODELS:
+            for f in range(5):
+                run = f"{model}_f{f}"
+                done = (BUNDLE / "runs" / run / "models" / "model.pt").is_file()
+                evaluated = (CV / "eval" / run / "lesion_summary.json").is_file()
+                finished = any(json.loads(line)["run"] == run and json.loads(line)["rc"] == 0
+                               for line in (CV / "runs.jsonl").read_text().splitlines())
+                if done and finished and not evaluated:
+                    evaluate(run)
+    table()
+
+
+if __name__ == "__main__":
+    main()

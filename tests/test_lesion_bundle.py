@@ -1,0 +1,129 @@
+"""The lesion bundle: patient-level split, deployable configs, and the shipped model on one real STS patient
+(predict's instance outputs, one-segment-per-lesion DICOM-SEG round trip, no-lesion outcome)."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from m2f_med.bundle import fold_datalist
+from m2f_med.io.errors import VolumeError
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "m2f_ct_lesions"
+CONFIGS = BUNDLE / "configs"
+
+
+def test_split_is_patient_level_and_complete(data_dir):
+    datalist = json.loads((CONFIGS / "datalist.json").read_text())
+    patients = [c["patient"] for c in datalist["training"]]
+    assert len(patients) == len(set(patients)) == 19
+    splits = json.loads((CONFIGS / "folds.json").read_text())["splits"]
+    tests = [p for s in splits for p in s["test"]]
+    assert sorted(tests) == sorted(patients)  # every patient in exactly one test fold
+    for s in splits:
+        roles = {r: fold_datalist(CONFIGS / "datalist.json", CONFIGS / "folds.json", s["fold"], r, data_dir)
+                 for r in ("training", "validation", "test")}
+        ids = {r: {c["patient"] for c in v} for r, v in roles.items()}
+        assert not (ids["training"] & ids["test"]) and not (ids["validation"] & ids["test"])
+        assert not (ids["training"] & ids["validation"])
+        assert len(ids["training"]) + len(ids["validation"]) + len(ids["test"]) == 19
+    final = fold_datalist(CONFIGS / "datalist.json", CONFIGS / "folds.json", None, "training", data_dir)
+    assert len(final) == 19
+    assert fold_datalist(CONFIGS / "datalist.json", CONFIGS / "folds.json", None, "test", data_dir) == []
+
+
+def test_fold_datalist_rejects_a_patient_in_two_test_folds(tmp_path, data_dir):
+    splits = json.loads((CONFIGS / "folds.json").read_text())
+    splits["splits"][1]["test"].append(splits["splits"][0]["test"][0])
+    bad = tmp_path / "folds.json"
+    bad.write_text(json.dumps(splits))
+    with pytest.raises(VolumeError, match="two test folds"):
+        fold_datalist(CONFIGS / "datalist.json", bad, 0, "test", data_dir)
+
+
+def test_configs_agree_and_parse_without_the_data_folder(tmp_path, monkeypatch):
+    infer = yaml.safe_load((CONFIGS / "inference.yaml").read_text())
+    evaluate = yaml.safe_load((CONFIGS / "evaluate.yaml").read_text())
+    train = yaml.safe_load((CONFIGS / "train.yaml").read_text())
+    assert infer["instance_inference"] == evaluate["instance_inference"]
+    for key in ("labels", "thing_classes", "num_context_slices", "pixdim", "intensity", "roi_size"):
+        assert infer[key] == train[key], key
+    monkeypatch.setenv("M2F_MED_DATA", str(tmp_path / "missing"))
+    from m2f_med.inference.bundle_model import load_bundle
+
+    model = load_bundle(BUNDLE)  # parses every key it reads, without the data folder
+    assert model.thing_classes == (1,) and model.instance_settings.min_voxels == infer["instance_inference"]["min_voxels"]
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.yaml"))
+    parser["bundle_root"] = str(BUNDLE)
+    assert parser.get_parsed_content("data") == []
+
+
+def test_shipped_model_finds_the_tumour_of_a_real_sts_patient(data_dir, tmp_path):
+    """STS_001 (DICOM + RTSTRUCT). It is one of the 19 training patients of the shipped weights, so this
+    guards the pipeline (instances, table, SEG) and the weights, not quality on unseen data (see README)."""
+    import nibabel as nib
+    import pydicom
+
+    from m2f_med.inference.predict import predict
+    from m2f_med.io import read_dicom_seg
+
+    series = data_dir / "tcia" / "soft_tissue_sarcoma" / "STS_001" / "CT" / "dicom" / "image"
+    report = predict([series], tmp_path, bundle=BUNDLE, formats="nifti,dicom-seg", statistics=True,
+                     preview=True, quiet=True)
+    (rec,) = report["series"]
+    assert rec["status"] == "done", rec
+    out = tmp_path / rec["key"]
+    doc = json.loads((out / "instances.json").read_text())
+    assert doc["format"] == "m2f-med-instances/1" and doc["thing_classes"] == [1] and doc["instances"]
+    ids = nib.load(out / "instances.nii.gz")
+    inst = np.asarray(ids.dataobj)
+    sem = np.asarray(nib.load(out / "mask.nii.gz").dataobj)
+    assert set(np.unique(inst)) - {0} == {r["id"] for r in doc["instances"]}
+    assert np.array_equal(inst > 0, sem == 1)  # semantic mask and instances agree
+    ref = np.asarray(nib.load(data_dir / "tcia/soft_tissue_sarcoma/STS_001/CT/nifti/mask/mask.nii.gz").dataobj) > 0
+    dice = 2 * np.sum((sem == 1) & ref) / (np.sum(sem == 1) + np.sum(ref))
+    assert dice >= 0.6  # measured 0.666 with the shipped weights
+    top = doc["instances"][0]
+    hit = inst == top["id"]
+    assert np.sum(hit & ref) / np.sum(hit) > 0.4  # the best lesion lies on the tumour
+    assert 0 <= top["score"] <= 1 and top["volume_ml"] > 1 and -100 < top["mean_intensity"] < 150
+    # DICOM-SEG: one segment per lesion, own tracking ids, frames on the source instances
+    seg = pydicom.dcmread(out / "instances.seg.dcm")
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]
+    assert labels == [f"lesion {r['id']}" for r in doc["instances"]]
+    uids = [s.TrackingUID for s in seg.SegmentSequence]
+    assert len(set(uids)) == len(uids) and all(s.TrackingID for s in seg.SegmentSequence)
+    source_uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in series.iterdir()}
+    refs = {f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for f in seg.PerFrameFunctionalGroupsSequence}
+    assert refs and refs <= source_uids
+    back, _ = read_dicom_seg(out / "instances.seg.dcm", reference=None)
+    assert int((np.asarray(back[0]) > 0).sum()) == int((inst > 0).sum())
+    if shutil.which("dciodvfy"):
+        res = subprocess.run(["dciodvfy", str(out / "instances.seg.dcm")], capture_output=True, text=True)
+        assert "Error" not in res.stderr, res.stderr[-2000:]
+
+
+def test_no_lesion_is_a_normal_outcome(tmp_path):
+    """An air-only CT: empty table with a note, all-zero instance map, no crash."""
+    import nibabel as nib
+
+    from m2f_med.inference.predict import predict
+
+    air = np.full((64, 64, 12), -1000, np.int16)
+    path = tmp_path / "air.nii.gz"
+    nib.save(nib.Nifti1Image(air, np.diag([0.98, 0.98, 3.27, 1.0])), path)
+    report = predict([path], tmp_path / "out", bundle=BUNDLE, formats="nifti", preview=True, quiet=True)
+    (rec,) = report["series"]
+    assert rec["status"] == "done"
+    doc = json.loads((tmp_path / "out" / rec["key"] / "instances.json").read_text())
+    assert doc["instances"] == [] and doc["note"] == "no lesion found"
+    assert "no lesion found" in rec["warnings"]
+    assert not np.asarray(nib.load(tmp_path / "out" / rec["key"] / "instances.nii.gz").dataobj).any()
