@@ -24,6 +24,17 @@ from m2f_med.io.errors import VolumeError
 __all__ = ["LoadLabeld", "snake_case"]
 
 
+def _collatable(value: Any) -> Any:
+    """``value`` with every nested ``None`` replaced by ``""`` (PyTorch's default collate refuses None)."""
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        return {k: _collatable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_collatable(v) for v in value)
+    return value
+
+
 def snake_case(name: str) -> str:
     """``"Liver"`` → ``"liver"``, ``"Kidney Left"`` → ``"kidney_left"`` (names as TotalSegmentator spells them)."""
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
@@ -101,6 +112,9 @@ class LoadLabeld(MapTransform):
         for key in self.key_iterator(d):
             label, names = load_label(d[key], reference)
             label.meta["original_channel_dim"] = 0  # already channel-first: EnsureChannelFirstd keeps it
+            # DataLoader's collate refuses None (a SEG's segments carry optional fields as None)
+            for mkey, value in list(label.meta.items()):
+                label.meta[mkey] = _collatable(value)
             d[key] = label
             if names and not d.get(self.names_key):
                 d[self.names_key] = {str(i): snake_case(n) for i, n in names.items()}
