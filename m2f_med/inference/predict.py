@@ -405,18 +405,18 @@ def _write_instances(volume, inst, model: BundleModel, out: Path, opts: dict[str
     if not rows:
         warnings.append(NO_LESION_NOTE)
     seg_name = None
+    algorithm = str((model.metadata or {}).get("name") or "m2f-med")
     if "dicom-seg" in opts["formats"]:
         if str(volume.meta.get("source_format")) != "dicom":
             warnings.append("dicom-seg not written: the input is not a DICOM series")
         elif rows:
-            name = (model.metadata or {}).get("name") or "m2f-med"
-            write_lesion_seg(ids, volume, out / "instances.seg.dcm", rows, algorithm=str(name))
+            write_lesion_seg(ids, volume, out / "instances.seg.dcm", rows, algorithm=algorithm)
             seg_name = "instances.seg.dcm"
             files.append(seg_name)
         else:
             warnings.append("dicom-seg not written: no lesion found")
     write_instances_json(out / "instances.json", rows, model.labels, model.thing_classes, note=note,
-                         rule=rule,
+                         rule=rule, algorithm=algorithm,
                          instance_map="instances.nii.gz", semantic_mask="mask.nii.gz", dicom_seg=seg_name)
     files.append("instances.json")
     if opts["preview"]:

@@ -203,8 +203,32 @@ def read_image_file(path: str | os.PathLike, modality: str | None = None) -> lis
         }
         label = make_volume(array.astype(dtype), np.asarray(volume.affine, dtype=np.float64), **meta)
         reference = image_on_same_grid(label)
+        lesions = _instances_table_beside(p)
+        if lesions is not None:  # a lesion result: one id per lesion, its score as confidence
+            rows = lesions.get("instances", [])
+            names = {int(r["id"]): f"{r.get('class_name', 'lesion')} {r['id']}" for r in rows}
+            scores = {int(r["id"]): float(r["score"]) for r in rows}
+            algorithm = None if lesions.get("reviewed") else lesions.get("algorithm")
+            return [labels_layer_data(label, names, reference=reference, confidence=scores, algorithm=algorithm)]
         return [labels_layer_data(label, read_label_names_beside(p) or None, reference=reference)]
     return image_layer_data(volume)
+
+
+def _instances_table_beside(path: Path) -> dict | None:
+    """The ``instances.json`` of an ``instances.nii.gz`` (or ``<stem>.json`` with the instances format), if any."""
+    from m2f_med.inference.instances import INSTANCES_FORMAT, read_instances_json
+    from m2f_med.io.errors import VolumeError
+
+    stem = path.name.removesuffix(".gz").removesuffix(".nii")
+    for cand in (path.with_name("instances.json") if stem == "instances" else None, path.with_name(f"{stem}.json")):
+        if cand is not None and cand.is_file():
+            try:
+                doc = read_instances_json(cand)
+            except VolumeError:
+                continue
+            if doc.get("format") == INSTANCES_FORMAT and doc.get("instance_map", path.name) == path.name:
+                return doc
+    return None
 
 
 def _referenced_uids(path: Path) -> tuple[set[str], str]:
