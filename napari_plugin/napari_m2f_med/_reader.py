@@ -33,6 +33,7 @@ __all__ = [
     "read_dicom_folder",
     "read_image_file",
     "read_dicom_file",
+    "series_label",
     "MAX_UNNAMED_LABELS",
 ]
 
@@ -83,8 +84,11 @@ def read_path(path: str | Sequence[str]) -> list[LayerData]:
     Raises:
         m2f_med.io.errors.VolumeError: the file or folder cannot be read (the message names it).
     """
+    from napari_m2f_med._viewer import watch_viewer
+
     if not isinstance(path, (str, os.PathLike)):
         path = path[0]
+    watch_viewer()  # units on every layer, view fitted after an image arrives
     p = Path(path)
     if p.is_dir():
         return read_dicom_folder(p)
@@ -118,6 +122,25 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
+_UID_TAIL = 12
+"""Characters of a SeriesInstanceUID shown at the end of a series' line (the rest is elided)."""
+
+
+def series_label(series: Any) -> str:
+    """A short line for a series: description, modality, image count first; the UID last and elided.
+
+    Args:
+        series: an ``m2f_med.io.dicom_index.SeriesInfo``.
+
+    Returns:
+        e.g. ``"Abdomen 1.0 B30f · CT · 20 images · …4567.89"`` (no patient data).
+    """
+    uid = str(series.series_uid)
+    tail = uid if len(uid) <= _UID_TAIL + 1 else "…" + uid[-_UID_TAIL:]
+    description = str(series.description or "").strip() or "(no description)"
+    return f"{description} · {series.modality or '?'} · {series.n_images} images · {tail}"
+
+
 def _series_choices(index, exclude_uid: str | None = None) -> list[tuple[str, str]]:
     from m2f_med.io.series_selection import series_exclusion
 
@@ -125,7 +148,7 @@ def _series_choices(index, exclude_uid: str | None = None) -> list[tuple[str, st
     for s in index.series:
         reason = series_exclusion(s, modality=None, allow_derived=True)
         if reason is None and s.series_uid != exclude_uid:
-            choices.append((s.series_uid, s.describe()))
+            choices.append((s.series_uid, series_label(s)))
     return choices
 
 
@@ -160,8 +183,10 @@ def read_dicom_folder(folder: str | os.PathLike, series_uid: str | None = None) 
         )
     series_uid = series.series_uid
     volume = load_dicom_series(series)
+    # layer name: the series description, else the folder (never the generic "image")
+    name = str(series.description or "").strip() or (root.name if root.is_dir() else root.parent.name)
     return image_layer_data(
-        volume, series=_series_choices(index, exclude_uid=series_uid), series_root=str(root)
+        volume, name=name or None, series=_series_choices(index, exclude_uid=series_uid), series_root=str(root)
     )
 
 
@@ -284,6 +309,26 @@ def _find_reference(path: Path) -> tuple[Any, list[LayerData]]:
     return None, []
 
 
+def seg_without_series_message(path: Path) -> str:
+    """What to do when a DICOM-SEG is opened without the CT/MR series it was drawn on."""
+    return (
+        f"{path}: the CT/MR series this DICOM-SEG refers to is neither open nor in its folder (or the folder "
+        "above); the segments are shown on their own, without the image. To see them on the image, open the "
+        "series first (File > Open Folder... on its DICOM folder), then open the SEG again."
+    )
+
+
+def _tell(message: str) -> None:
+    """A warning notification in napari (and the log)."""
+    log.warning("%s", message)
+    try:
+        from napari.utils.notifications import show_warning
+
+        show_warning(message)
+    except ImportError:  # pragma: no cover - napari is there whenever the reader runs
+        pass
+
+
 def read_dicom_file(path: str | os.PathLike) -> list[LayerData]:
     """Open one DICOM file: a SEG or RTSTRUCT as Labels on its series, anything else as its whole series.
 
@@ -310,6 +355,8 @@ def read_dicom_file(path: str | os.PathLike) -> list[LayerData]:
         reference, layers = _find_reference(p)
         if "SEG" in kinds:
             label, names = read_dicom_seg(p, reference)
+            if reference is None:
+                _tell(seg_without_series_message(p))
         else:
             if reference is None:
                 raise VolumeError(

@@ -50,6 +50,7 @@ from napari_m2f_med._editing import small_islands, smoothing_change
 from napari_m2f_med._geometry import napari_affine_from_state
 from napari_m2f_med._interpolate import interpolate_between_slices
 from napari_m2f_med._layers import LayerInfo, layer_info
+from napari_m2f_med._viewer import reset_view_soon, watch_viewer
 from napari_m2f_med._writer import LayerSaveError, names_from_features, seg_export_problem
 
 __all__ = [
@@ -123,6 +124,8 @@ class ReviewWidget(QWidget):
     def __init__(self, napari_viewer: Any):
         super().__init__()
         self.viewer = napari_viewer
+        self._shown = False
+        watch_viewer(napari_viewer)
         self.rows: list[dict[str, Any]] = []
         self.hidden: set[int] = set()
         self.seg_problem: str | None = None
@@ -204,6 +207,12 @@ class ReviewWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        """On first show (the dock has just narrowed the canvas) fit the view to the image again."""
+        super().showEvent(event)
+        if not self._shown:
+            self._shown = True
+            reset_view_soon(self.viewer)
     # ------------------------------------------------------------------ layers
     def _refresh_layers(self, _event: Any = None) -> None:
         current = self.layer_combo.currentText()

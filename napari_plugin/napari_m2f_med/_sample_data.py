@@ -36,6 +36,9 @@ def sample_ct() -> list:
     Raises:
         VolumeError: the file fails its checksum or cannot be downloaded.
     """
+    from napari_m2f_med._viewer import watch_viewer
+
+    watch_viewer()
     return read_image_file(_sample("ct"), modality="CT")
 
 
@@ -48,4 +51,7 @@ def sample_ct_dicom() -> list:
     Raises:
         VolumeError: a file fails its checksum or cannot be downloaded.
     """
+    from napari_m2f_med._viewer import watch_viewer
+
+    watch_viewer()
     return read_dicom_folder(_sample("ct_dicom"))

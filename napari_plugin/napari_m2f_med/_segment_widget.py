@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_m2f_med._layers import labels_layer_data, layer_info
+from napari_m2f_med._viewer import reset_view_soon, watch_viewer
 
 __all__ = ["SegmentWidget", "Cancelled", "default_bundle", "image_volume"]
 
@@ -97,6 +98,8 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer: Any):
         super().__init__()
         self.viewer = napari_viewer
+        self._shown = False
+        watch_viewer(napari_viewer)
         self.worker: Any = None
         self.result_layer: Any = None
         self.last_error: BaseException | None = None
@@ -167,6 +170,12 @@ class SegmentWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        """On first show (the dock has just narrowed the canvas) fit the view to the image again."""
+        super().showEvent(event)
+        if not self._shown:
+            self._shown = True
+            reset_view_soon(self.viewer)
     # ------------------------------------------------------------------ inputs
     @staticmethod
     def _devices() -> list[str]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_m2f_med._layers import layer_info
 from napari_m2f_med._reader import read_dicom_folder
+from napari_m2f_med._viewer import reset_view_soon, watch_viewer
 
 __all__ = ["SeriesWidget"]
 
@@ -27,8 +29,14 @@ class SeriesWidget(QWidget):
     def __init__(self, napari_viewer: Any):
         super().__init__()
         self.viewer = napari_viewer
+        self._shown = False
+        watch_viewer(napari_viewer)
         self.image_combo = QComboBox()
         self.series_combo = QComboBox()
+        # long series lines (description · modality · images · UID) must not widen the dock
+        for combo in (self.image_combo, self.series_combo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(24)
         self.open_button = QPushButton("Open series")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -46,6 +54,12 @@ class SeriesWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        """On first show (the dock has just narrowed the canvas) fit the view to the image again."""
+        super().showEvent(event)
+        if not self._shown:
+            self._shown = True
+            reset_view_soon(self.viewer)
     def _refresh_images(self, _event: Any = None) -> None:
         current = self.image_combo.currentText()
         names = [
@@ -65,8 +79,9 @@ class SeriesWidget(QWidget):
         self.series_combo.clear()
         name = self.image_combo.currentText()
         info = layer_info(self.viewer.layers[name]) if name in self.viewer.layers else None
-        for uid, description in info.series if info else []:
+        for k, (uid, description) in enumerate(info.series if info else []):
             self.series_combo.addItem(description, uid)
+            self.series_combo.setItemData(k, f"{description}\nSeriesInstanceUID {uid}", Qt.ItemDataRole.ToolTipRole)
         self.open_button.setEnabled(self.series_combo.count() > 0)
         self.status.setText("" if self.series_combo.count() else "no other image series in this folder")
 
@@ -90,4 +105,5 @@ class SeriesWidget(QWidget):
         added = []
         for data, kwargs, layer_type in read_dicom_folder(info.series_root, series_uid=uid):
             added.append(getattr(self.viewer, f"add_{layer_type}")(data, **kwargs))
+        reset_view_soon(self.viewer)
         return added

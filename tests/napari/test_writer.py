@@ -8,6 +8,7 @@ import pytest
 from napari_m2f_med._layers import layer_info
 from napari_m2f_med._segment_widget import SegmentWidget
 from napari_m2f_med._writer import LayerSaveError, seg_export_problem
+
 from m2f_med.io.volume import LPS_TO_RAS
 
 PLUGIN = "m2f-med"
