@@ -14,8 +14,9 @@ button).
 
 DICOM-SEG segments (``m2f_med.io.dicom_seg.SegmentInfo``): for a model result, structures the user left
 alone are AUTOMATIC, structures changed by hand SEMIAUTOMATIC (both name the model as the algorithm), and
-structures the model did not produce MANUAL; a layer drawn by hand is all MANUAL. Colours are the layer's
-(the shared table, or a read SEG's own colours). Extension point: :func:`segment_descriptions` builds the
+structures the model did not produce MANUAL; a layer drawn by hand is all MANUAL. Each segment's
+RecommendedDisplayCIELabValue is the colour the layer shows it in (its colormap: the shared table, or a read
+SEG's own colours). Extension point: :func:`segment_descriptions` builds the
 per-segment list, so other descriptions (e.g. one segment per lesion with a tracking id) go there.
 """
 
@@ -166,7 +167,7 @@ def seg_export_problem(layer_or_state: Any, data: Any = None, viewer: Any = None
 
 
 def segment_descriptions(
-    info: LayerInfo | None, data: np.ndarray, names: Mapping[int, str], values: list[int]
+    info: LayerInfo | None, data: np.ndarray, names: Mapping[int, str], values: list[int], colormap: Any = None
 ) -> dict:
     """Per label value a ``m2f_med.io.dicom_seg.SegmentInfo``: name, colour, algorithm type and name.
 
@@ -175,6 +176,7 @@ def segment_descriptions(
         data: the layer data ``(Z', Y', X')`` now (for the edit check).
         names: ``{label value: name}``.
         values: the label values present.
+        colormap: the layer's napari colormap: each segment gets the RGB the user saw (else the table's).
 
     Returns:
         ``{label value: SegmentInfo}`` (see the module docstring for the algorithm types).
@@ -191,6 +193,11 @@ def segment_descriptions(
     for value, colour in (info.colors if info is not None else {}).items():
         if value in infos:
             infos[value] = replace(infos[value], rgb=tuple(colour))
+    if hasattr(colormap, "map") and values:
+        rgba = np.asarray(colormap.map(np.asarray(values)), dtype=np.float64)
+        for value, colour in zip(values, rgba):
+            rgb = tuple(int(c) for c in np.rint(np.clip(colour[:3], 0, 1) * 255))
+            infos[value] = replace(infos[value], rgb=rgb)
     return infos
 
 
@@ -224,5 +231,5 @@ def write_labels_dicom_seg(path: str, data: Any, meta: dict) -> list[str]:
     arr = np.asarray(data)
     counts = np.bincount(arr.reshape(-1).astype(np.int64))
     values = [int(v) for v in np.flatnonzero(counts) if v != 0]
-    segments = segment_descriptions(info, arr, names, values)
+    segments = segment_descriptions(info, arr, names, values, meta.get("colormap"))
     return [str(write_dicom_seg(label, reference, path, labels=names, segments=segments))]
