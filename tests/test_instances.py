@@ -120,3 +120,27 @@ def test_instance_table_and_json_round_trip(tmp_path):
     path = write_instances_json(tmp_path / "instances.json", [row], {1: "lesion"}, [1], note="")
     doc = read_instances_json(path)
     assert doc["instances"][0]["id"] == 1 and doc["thing_classes"] == [1] and doc["labels"] == {"1": "lesion"}
+
+
+def test_predict_instances_on_odd_sized_volumes_with_both_network_kinds():
+    """Mask2Former (query linking) and a MONAI UNet (components) on a 37 x 41 x 5 volume: instances on its grid."""
+    from monai.networks.nets import UNet
+
+    from m2f_med.inference.bundle_model import BundleModel
+    from m2f_med.inference.instances import predict_instances
+    from m2f_med.networks import Mask2FormerNet
+
+    torch.manual_seed(0)
+    affine = torch.diag(torch.tensor([-1.2, -1.2, 3.0, 1.0], dtype=torch.float64))
+    volume = MetaTensor(torch.randn(1, 37, 41, 5) * 100, affine=affine)
+    unet = UNet(spatial_dims=2, in_channels=3, out_channels=2, channels=(4, 8, 16, 32, 64), strides=(2, 2, 2, 2))
+    nets = {"connected-components": unet, "query-linking": Mask2FormerNet("tiny", in_channels=3, num_classes=1)}
+    for rule, net in nets.items():
+        model = BundleModel(network=net, labels={1: "lesion"}, num_context_slices=1, pixdim=[1.5, 1.5, -1],
+                            intensity={"a_min": -160, "a_max": 240, "b_min": 0.0, "b_max": 1.0, "clip": True},
+                            thing_classes=(1,), instance_settings={"min_voxels": 1, "score_threshold": 0.0})
+        inst, info = predict_instances(volume, model)
+        assert info["rule"] == rule
+        assert inst.instance_map.shape == inst.semantic.shape == (37, 41, 5)
+        assert set(np.unique(inst.instance_map)) - {0} == set(inst.labels)
+        assert np.array_equal(inst.instance_map > 0, inst.semantic == 1)

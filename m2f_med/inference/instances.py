@@ -393,7 +393,9 @@ def predict_instances(
                 seg_slices.append(slice_segments(out.class_logits[b], out.mask_logits[b], (height, width),
                                                  things, settings))
         else:
-            probs = model.predictor(x)
+            # a UNet needs sides divisible by its total stride: zero-pad (as the sliding-window inferer does)
+            pad_h, pad_w = -height % 32, -width % 32
+            probs = model.predictor(torch.nn.functional.pad(x, (0, pad_w, 0, pad_h)))[..., :height, :width]
             if model.activation == "softmax":
                 probs = probs.softmax(1)
             p, lab = probs.max(1)

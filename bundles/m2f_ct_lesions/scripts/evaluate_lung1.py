@@ -40,8 +40,9 @@ def main() -> None:
         "case": "LUNG1-001 whole CT (512x512x134 @0.977x0.977x3 mm), reference GTV = label 4 (manual)",
         "gtv_dice": m.dice, "gtv_detected": bool(m.tp), "tp": m.tp, "fp": m.fp, "fn": m.fn,
         "predicted_lesions": len(rows), "gtv_ml": float((ref > 0).sum() * np.prod(image.pixdim.numpy()) / 1000),
-        "false_positive_ml": [r["volume_ml"] for r in rows if r["id"] not in gtv_ids],
-        "false_positive_scores": [r["score"] for r in rows if r["id"] not in gtv_ids],
+        "lesions": [{"id": r["id"], "score": r["score"], "volume_ml": r["volume_ml"],
+                     "mean_hu": r["mean_intensity"], "centroid_lps_mm": r["centroid_lps_mm"],
+                     "voxels_on_gtv": int(((inst.instance_map == r["id"]) & (ref > 0)).sum())} for r in rows],
         "inference_cpu_s": round(cpu, 1), "rule": info["rule"],
     }
     out = BUNDLE / "runs" / "cv" / "lung1_001.json"
