@@ -37,8 +37,8 @@ def evaluate(run: str) -> None:
         subprocess.check_call(cmd, cwd=BUNDLE, stdout=out, stderr=subprocess.STDOUT)
 
 
-def table() -> dict:
-    """Per-fold and mean figures of every evaluated run, as a dict and printed as a Markdown table."""
+def table() -> tuple[dict, str]:
+    """Per-fold and mean figures of every evaluated run, as a dict and a Markdown table (also printed)."""
     cpu = {}
     if (CV / "runs.jsonl").is_file():
         for line in (CV / "runs.jsonl").read_text().splitlines():
@@ -58,21 +58,49 @@ def table() -> dict:
         if folds:
             mean = {k: float(np.mean([v[k] for v in folds.values()])) for k in ("dice", "f1", "pq")}
             out[model] = {"folds": folds, "mean": mean, "folds_done": sorted(folds)}
-    print("| model | fold | patients | patient Dice | lesion F1 | PQ | TP/FP/FN | train CPU s |")
-    print("|---|---|---|---|---|---|---|---|")
+    lines = ["| model | fold | test patients | patient Dice | lesion F1 | PQ | TP / FP / FN | training CPU s |",
+             "|---|---|---|---|---|---|---|---|"]
     for model, r in out.items():
         for f, v in r["folds"].items():
-            print(f"| {model} | {f} | {v['patients']} | {v['dice']:.3f} | {v['f1']:.3f} | {v['pq']:.3f} | "
-                  f"{v['tp']}/{v['fp']}/{v['fn']} | {v['train_cpu_s']} |")
+            lines.append(f"| {MODELS[model]} | {f} | {v['patients']} | {v['dice']:.3f} | {v['f1']:.3f} | "
+                         f"{v['pq']:.3f} | {v['tp']} / {v['fp']} / {v['fn']} | {v['train_cpu_s']:.0f} |")
         m = r["mean"]
-        print(f"| {model} | mean of {len(r['folds'])} | | **{m['dice']:.3f}** | **{m['f1']:.3f}** | **{m['pq']:.3f}** | | |")
+        lines.append(f"| {MODELS[model]} | **mean of {len(r['folds'])}** | | **{m['dice']:.3f}** | **{m['f1']:.3f}** | "
+                     f"**{m['pq']:.3f}** | | |")
+    text = "\n".join(lines)
+    print(text)
     (CV / "cv_summary.json").write_text(json.dumps(out, indent=2))
-    return out
+    return out, text
+
+
+def update_docs(out: dict, text: str) -> None:
+    """Put the table between the markers of docs/README.md and the means into metadata.json eval_metrics."""
+    readme = BUNDLE / "docs" / "README.md"
+    doc = readme.read_text()
+    start, end = "<!-- cv-table -->", "<!-- /cv-table -->"
+    head, rest = doc.split(start, 1)
+    readme.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+    meta_path = BUNDLE / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    metrics = {"evaluation": "5-fold patient-level cross-validation on 19 soft-tissue-sarcoma CT crops "
+                             "(configs/folds.json), test folds only; see docs/README.md"}
+    for model, r in out.items():
+        metrics[f"{model}_folds_evaluated"] = len(r["folds"])
+        for k in ("dice", "f1", "pq"):
+            metrics[f"{model}_cv_mean_{'patient_dice' if k == 'dice' else 'lesion_' + k if k == 'f1' else k}"] = round(r["mean"][k], 4)
+    lung = CV / "lung1_001.json"
+    if lung.is_file():
+        d = json.loads(lung.read_text())
+        metrics["lung1_001_whole_ct_gtv_dice"] = round(d["gtv_dice"], 4)
+        metrics["lung1_001_whole_ct_false_positive_lesions"] = d["fp"]
+    meta["eval_metrics"] = metrics
+    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--update-docs", action="store_true", help="write the table into docs/README.md and metadata.json")
     args = parser.parse_args()
     if not args.table_only:
         for model in MODELS:
@@ -84,7 +112,9 @@ def main() -> None:
                                for line in (CV / "runs.jsonl").read_text().splitlines())
                 if done and finished and not evaluated:
                     evaluate(run)
-    table()
+    out, text = table()
+    if args.update_docs:
+        update_docs(out, text)
 
 
 if __name__ == "__main__":
