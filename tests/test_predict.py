@@ -172,7 +172,7 @@ def test_output_names_never_come_from_tag_text(data_dir, stub_bundle, tmp_path, 
 
 
 def test_resume_skips_done_series_and_redoes_on_new_settings(stub_bundle, tmp_path):
-    inputs = []
+    inputs = []  # synthetic NIfTI (no air): declared CT, else the CT check refuses them (test_modality.py)
     for i in range(3):
         lab = np.random.default_rng(i).integers(0, 3, size=(12, 10, 4))
         vol = make_volume(torch.tensor(lab * 100.0, dtype=torch.float32)[None], np.diag([2.0, 2.0, 3.0, 1.0]))
@@ -180,17 +180,17 @@ def test_resume_skips_done_series_and_redoes_on_new_settings(stub_bundle, tmp_pa
         nib.save(nib.Nifti1Image(vol[0].numpy(), vol.affine.numpy()), str(p))
         inputs.append(p)
     out = tmp_path / "out"
-    first = predict(inputs, out, bundle=stub_bundle, quiet=True)
+    first = predict(inputs, out, bundle=stub_bundle, quiet=True, modality="CT")
     assert first["summary"]["done"] == 3
-    again = predict(inputs, out, bundle=stub_bundle, resume=True, quiet=True)
+    again = predict(inputs, out, bundle=stub_bundle, resume=True, quiet=True, modality="CT")
     assert again["summary"] == {"done": 0, "resumed": 3, "skipped": 0, "failed": 0}
     # a missing output file makes that series "not done"
     gone = out / first["series"][1]["key"] / "mask.nii.gz"
     gone.unlink()
-    third = predict(inputs, out, bundle=stub_bundle, resume=True, quiet=True)
+    third = predict(inputs, out, bundle=stub_bundle, resume=True, quiet=True, modality="CT")
     assert [r["status"] for r in third["series"]] == ["resumed", "done", "resumed"] and gone.is_file()
     # different settings (statistics now on): everything is redone
-    fourth = predict(inputs, out, bundle=stub_bundle, resume=True, statistics=True, quiet=True)
+    fourth = predict(inputs, out, bundle=stub_bundle, resume=True, statistics=True, quiet=True, modality="CT")
     assert fourth["summary"]["done"] == 3
 
 
@@ -205,7 +205,7 @@ def test_kill_and_resume(stub_bundle, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "stubmods"), str(REPO)])}
     cmd = [sys.executable, "-m", "m2f_med", "predict", *[str(p) for p, _ in inputs], "-o", str(out),
-           "--bundle", str(slow), "--slab-size", "2", "--statistics", "-q"]
+           "--bundle", str(slow), "--slab-size", "2", "--statistics", "--modality", "CT", "-q"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
@@ -220,7 +220,7 @@ def test_kill_and_resume(stub_bundle, tmp_path):
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/done.json")}
     assert 1 <= len(done_before) < 5
 
-    report = predict([p for p, _ in inputs], out, bundle=slow, resume=True, statistics=True, slab_size=2, quiet=True)
+    report = predict([p for p, _ in inputs], out, bundle=slow, resume=True, statistics=True, slab_size=2, quiet=True, modality="CT")
     status = {r["key"]: r["status"] for r in report["series"]}
     assert {k for k, s in status.items() if s == "resumed"} == set(done_before)
     assert sum(s == "done" for s in status.values()) == 5 - len(done_before)

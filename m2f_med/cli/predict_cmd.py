@@ -35,7 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--series-rule", default="per-study",
                    help="DICOM series to segment: per-study (default; the selection rules pick one per study), "
                    "all (every image series that passes the filters), or uid:UID1,UID2")
-    p.add_argument("--modality", default=None, help="DICOM Modality to select (default: the bundle's)")
+    p.add_argument("--modality", default=None, help="DICOM Modality to select (default: the bundle's); for NIfTI/NRRD files, which "
+                   "state none, the modality they are (a CT model refuses a file that does not look like HU "
+                   "unless --modality CT is given)")
     p.add_argument("--resume", action="store_true", help="skip series already finished with the same settings")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on CPU)")

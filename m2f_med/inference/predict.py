@@ -276,10 +276,13 @@ def _load(job: SeriesJob):
     return load_image_file(job.source)
 
 
-def _check_input(volume, job: SeriesJob, model: BundleModel) -> None:
-    modality = str(volume.meta.get("modality", "") or "")
-    if model.modality and modality and modality.upper() != str(model.modality).upper():
-        raise VolumeError(job.source, f"modality {modality}, but the model expects {model.modality}")
+def _check_input(volume, job: SeriesJob, model: BundleModel, declared: str | None = None) -> None:
+    from m2f_med.inference.modality import check_modality
+
+    # a file without a modality (NIfTI) is taken as the user's --modality, or as CT if it looks like HU
+    modality = check_modality(volume, model.modality, declared, source=job.source)
+    if modality and not volume.meta.get("modality"):
+        volume.meta["modality"] = modality
     in_ch = getattr(model.network, "in_channels", None)
     need = int(volume.shape[0]) * (2 * model.num_context_slices + 1)
     if in_ch is not None and int(in_ch) != need:
@@ -297,7 +300,7 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
     t = time.perf_counter()
     volume = _load(job)
     timings["load_s"] = time.perf_counter() - t
-    _check_input(volume, job, model)
+    _check_input(volume, job, model, opts.get("modality"))
     t = time.perf_counter()
     instances = None
     if model.thing_classes:
@@ -495,7 +498,9 @@ def predict(
         flip_tta: average over in-plane flips.
         slab_size: slices per slab (memory / speed trade-off); ``None`` = inferer default.
         sw_batch_size: windows per forward pass; ``None`` = the bundle's.
-        modality: DICOM Modality to select; default the bundle's ``modality`` (if any).
+        modality: DICOM Modality to select; default the bundle's ``modality`` (if any). For files without a
+            modality (NIfTI) it declares theirs: without it, a CT model refuses a file whose intensities do
+            not look like HU (:func:`m2f_med.inference.modality.check_modality`).
         quiet: no progress bars.
 
     Returns:
@@ -535,7 +540,7 @@ def predict(
         "environment": _environment(dev), "bundle": bundle_info, "options": options,
         "summary": {}, "series": [], "unreadable_files": unreadable,
     }
-    run_opts = {"formats": fmts, "statistics": statistics, "preview": preview, "save_probability": save_probability,
+    run_opts = {"modality": modality, "formats": fmts, "statistics": statistics, "preview": preview, "save_probability": save_probability,
                 "postprocess": postprocess, "progress": not quiet, "inferer": inferer_opts}
     todo = [j for j in jobs if j.skip is None and j.error is None]
     log.info("%d series to segment, %d skipped, %d unresolved", len(todo),
