@@ -185,7 +185,7 @@ class ReviewWidget(QWidget):
             buttons.addWidget(b)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.table)
+        layout.addWidget(self.table, 1)  # the table takes the height the dock gets
         layout.addWidget(self.preserve_check)
         layout.addLayout(edit)
         layout.addLayout(buttons)
