@@ -140,7 +140,7 @@ def test_gantry_tilted_series_keeps_its_sheared_affine(make_napari_viewer, data_
     _assert_same_voxels_in_world(labels, np.asarray(labels.data), out)
 
 
-def test_sample_dicom_cannot_become_a_seg_and_says_why(make_napari_viewer, data_dir, tmp_path, recwarn):
+def test_sample_dicom_cannot_become_a_seg_and_says_why(make_napari_viewer, data_dir, tmp_path, recwarn, monkeypatch):
     """The TotalSegmentator sample has empty Study/SeriesInstanceUIDs: the reason shows before and on saving."""
     viewer = make_napari_viewer()
     (image,) = viewer.open(str(data_dir / "totalsegmentator" / "example_ct_dicom"), plugin=PLUGIN)
@@ -157,5 +157,15 @@ def test_sample_dicom_cannot_become_a_seg_and_says_why(make_napari_viewer, data_
         viewer.layers.selection = {labels}
         with pytest.raises(LayerSaveError, match=r"edited.dcm: the DICOM series has no StudyInstanceUID"):
             save()
+    # File > Save Selected Layer(s)... itself (the dialog answered with the file name): our error, which the
+    # Qt event loop turns into napari's error notification, not the OSError "No data written! ..."
+    from napari.plugins import _npe2
+    from qtpy.QtWidgets import QFileDialog
+
+    ext_str, writers = _npe2.file_extensions_string_for_layers([labels])
+    ours = next(e for e, w in zip(ext_str.split(";;"), writers) if w.command.endswith("write_labels_dicom_seg"))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ours))
+    with pytest.raises(LayerSaveError, match="no StudyInstanceUID"):
+        viewer.window._qt_viewer._save_layers_dialog(selected=True)
     assert not out.exists()
     assert not [w for w in recwarn if "writer" in str(w.message) or "No data written" in str(w.message)]
