@@ -115,6 +115,7 @@ def test_low_rows_are_dark_on_orange_and_row_click_centres_the_structure(reviewe
     viewer.window.add_dock_widget(widget, area="right")
     viewer.window._qt_window.show()
     qtbot.waitExposed(widget.table)
+    qtbot.wait(300)  # docking fits the view once (deferred); the user clicks after that
     widget.table.scrollToItem(widget.table.item(1, 2))
     rect = widget.table.visualItemRect(widget.table.item(1, 2))
     qtbot.mouseClick(widget.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())  # a real click

@@ -45,6 +45,8 @@ def test_segment_paint_erase_save_and_reload(make_napari_viewer, qtbot, data_dir
     from scipy import ndimage
 
     ey, ex = np.argwhere(ndimage.binary_erosion(predicted[1] > 0, np.ones((9, 9))))[0]
+    assert labels.preserve_labels  # on for model results; this user paints over other structures on purpose
+    labels.preserve_labels = False
     labels.brush_size = 9
     labels.paint((1, 120, 140), 2)
     labels.paint((1, ey, ex), 0)
