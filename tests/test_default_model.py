@@ -67,3 +67,17 @@ def test_dice_per_organ_above_floor(held_out):
     low = {n: round(by_name[n], 3) for n, floor in FLOORS.items() if not by_name[n] >= floor}
     print("held-out Dice:", {n: round(v, 4) for n, v in by_name.items()})
     assert not low, f"Dice below floor on the held-out scan: {low} (all: {by_name})"
+
+
+def test_qc_flags_the_spleen_blob_on_the_table(held_out):
+    """The shipped model marks a 'spleen' piece on the patient table of the held-out scan (issue 11): QC says so."""
+    from m2f_med.inference.qc import quality_control
+    from m2f_med.inference.statistics import structure_statistics
+
+    model, volume, mask, _ = held_out
+    rows = structure_statistics(mask, volume, model.labels, modality="CT")
+    rows, _ = quality_control(rows, mask, volume, meta=volume.meta, modality="CT")
+    by = {r["name"]: r for r in rows}
+    assert by["liver"]["qc"] == "ok"
+    assert by["spleen"]["qc"] != "ok"
+    assert any("outside the body" in reason for reason in by["spleen"]["qc_reasons"])

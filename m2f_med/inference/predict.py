@@ -335,19 +335,26 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
     if opts["save_probability"] and extras["probability"] is not None:
         write_nifti(extras["probability"], out / "probability.nii.gz", label=True)
         files.append("probability.nii.gz")
-    if opts["statistics"]:
+    rows, qc_scan = None, None
+    if opts["statistics"] or instances is None:
         from m2f_med.inference.statistics import structure_statistics, write_statistics
 
         conf = {c: extras["confidence"].get(name) for c, name in model.labels.items()}
         rows = structure_statistics(mask, volume, model.labels, modality=str(volume.meta.get("modality", "")),
                                     confidence=conf)
-        write_statistics(rows, out / "statistics.json", out / "statistics.csv")
-        files += ["statistics.json", "statistics.csv"]
+        if instances is None:  # organ models: QC verdicts (m2f_med.inference.qc); lesions have their own table
+            from m2f_med.inference.qc import quality_control
+
+            rows, qc_scan = quality_control(rows, mask, volume, meta=volume.meta,
+                                            modality=str(volume.meta.get("modality", "")))
+        if opts["statistics"]:
+            write_statistics(rows, out / "statistics.json", out / "statistics.csv")
+            files += ["statistics.json", "statistics.csv"]
     if opts["preview"] and instances is None:  # instance models: the lesion preview (_write_instances)
         from m2f_med.inference.preview import render_preview
 
         render_preview(volume, mask, out / "preview.png", modality=str(volume.meta.get("modality", "")),
-                       names=model.labels)
+                       names=model.labels, qc=rows)
         files.append("preview.png")
     timings["write_s"] = time.perf_counter() - t
     info = {
@@ -361,6 +368,9 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
         "input_problems": list(volume.meta.get("problems", [])),
         "postprocessing_notes": extras["notes"],
     }
+    if qc_scan is not None:
+        info["qc"] = {r["name"]: {"verdict": r["qc"], "reasons": r["qc_reasons"]} for r in rows if r["qc"] != "absent"}
+        info["qc_scan"] = qc_scan
     del volume, mask, extras
     return {"files": files, "timings": timings, "warnings": warnings, **info}
 

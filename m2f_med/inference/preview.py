@@ -80,15 +80,39 @@ def label_lut(values, names: Mapping[int, str] | None = None) -> np.ndarray:
     return lut
 
 
-def _legend(values: Sequence[int], names: Mapping[int, str], lut: np.ndarray, width: int) -> Image.Image:
-    """A legend panel: one swatch + "value name" per label, in as many columns as ``width`` allows."""
+def _qc_panel(lines: Sequence[str], width: int) -> Image.Image:
+    """White-on-black text lines (the QC reasons), wrapped to ``width`` pixels."""
+    import textwrap
+
+    from PIL import ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=_LEGEND_FONT_PX)
+    except TypeError:
+        font = ImageFont.load_default()
+    chars = max(20, width // max(1, _LEGEND_FONT_PX // 2 + 1))
+    wrapped = [w for line in lines for w in (textwrap.wrap(line, chars) or [""])]
+    line_h = _LEGEND_FONT_PX + 6
+    panel = Image.new("RGB", (width, len(wrapped) * line_h + 8), (0, 0, 0))
+    draw = ImageDraw.Draw(panel)
+    for k, text in enumerate(wrapped):
+        draw.text((6, 4 + k * line_h), text, fill=(255, 210, 80), font=font)
+    return panel
+
+
+def _legend(values: Sequence[int], names: Mapping[int, str], lut: np.ndarray, width: int,
+            qc: Mapping[int, str] | None = None) -> Image.Image:
+    """A legend panel: one swatch + "value name" per label, in as many columns as ``width`` allows; a QC
+    verdict other than ok is appended to the name."""
     from PIL import ImageDraw, ImageFont
 
     try:
         font = ImageFont.load_default(size=_LEGEND_FONT_PX)
     except TypeError:  # Pillow < 10.1 has only the bitmap font
         font = ImageFont.load_default()
-    texts = [f"{v} {names.get(v, f'label {v}')}" for v in values]
+    qc = qc or {}
+    texts = [f"{v} {names.get(v, f'label {v}')}" + (f" [QC {qc[v]}]" if qc.get(v) not in (None, "ok") else "")
+             for v in values]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_w = max(int(probe.textlength(t, font=font)) for t in texts)
     line_h = _LEGEND_FONT_PX + 6
@@ -116,6 +140,7 @@ def render_preview(
     alpha: float = 0.45,
     names: Mapping[int, str] | None = None,
     legend: bool = True,
+    qc: Sequence[Mapping[str, object]] | None = None,
 ) -> Path:
     """Write a PNG with a few axial slices of ``image`` and ``label`` overlaid, atomically.
 
@@ -130,6 +155,9 @@ def render_preview(
         names: ``{label value: structure name}`` (e.g. the model's ``labels.json``): colours from the shared
             table (``m2f_med.io.colors``) and the legend text; unnamed values show as "label <value>".
         legend: add the legend panel below the slices (labels present anywhere in the volume).
+        qc: rows of :func:`m2f_med.inference.qc.quality_control` (``label``, ``name``, ``qc``,
+            ``qc_reasons``): the legend marks each structure whose verdict is not ok, and a panel below lists
+            the reasons.
 
     Returns:
         The written path: a PNG whose top rows are the slices side by side, then the legend.
@@ -171,8 +199,15 @@ def render_preview(
     height = max(t.shape[0] for t in tiles)
     tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0))) for t in tiles]
     picture = Image.fromarray(np.concatenate(tiles, axis=1))
+    verdicts = {int(r["label"]): str(r.get("qc")) for r in (qc or [])}
+    panels = []
     if legend and present:
-        panel = _legend(present, names, lut, picture.width)
+        panels.append(_legend(present, names, lut, picture.width, verdicts))
+    lines = [f"QC {r.get('qc')}: {r.get('name')}: " + "; ".join(str(x) for x in r.get("qc_reasons") or [])
+             for r in (qc or []) if r.get("qc") in ("check", "fail")]
+    if lines:
+        panels.append(_qc_panel(lines, picture.width))
+    for panel in panels:
         canvas = Image.new("RGB", (max(picture.width, panel.width), picture.height + panel.height), (0, 0, 0))
         canvas.paste(picture, (0, 0))
         canvas.paste(panel, (0, picture.height))

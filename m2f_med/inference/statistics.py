@@ -23,7 +23,7 @@ from m2f_med.io.atomic import atomic_write
 __all__ = ["structure_statistics", "write_statistics", "STAT_FIELDS"]
 
 STAT_FIELDS = ("label", "name", "voxels", "volume_ml", "mean_intensity", "std_intensity", "intensity_unit",
-               "confidence")
+               "confidence", "qc", "qc_reasons")  # qc*: m2f_med.inference.qc (empty when not run)
 
 _SLAB = 32
 
@@ -114,7 +114,8 @@ def write_statistics(rows: list[dict[str, Any]], json_path: str | os.PathLike, c
         w = csv.DictWriter(buf, fieldnames=list(STAT_FIELDS), lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: "" if r.get(k) is None else r.get(k) for k in STAT_FIELDS})
+            w.writerow({k: "; ".join(v) if isinstance(v := r.get(k), list) else "" if v is None else v
+                        for k in STAT_FIELDS})
         with atomic_write(csv_path) as tmp:
             tmp.write_text(buf.getvalue())
         written.append(Path(csv_path))

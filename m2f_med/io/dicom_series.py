@@ -234,6 +234,7 @@ def load_dicom_series(
         ``modality``, ``source_format="dicom"``, ``source_paths`` (files used, Z order), ``spacing_mm``,
         ``problems``, ``StudyInstanceUID``, ``SeriesInstanceUID``, ``FrameOfReferenceUID``,
         ``SOPInstanceUIDs`` (Z order), ``SOPClassUID``, ``FrameNumbers`` (see ``FRAME_NUMBERS``),
+        ``BodyPartExamined`` (upper case, ``""`` if absent),
         ``filename_or_obj`` (the series folder; the file itself for a single file).
 
     Raises:
@@ -333,5 +334,7 @@ def _series_meta(datasets: list[pydicom.Dataset], problems: list[str]) -> dict:
         SERIES_UID: series,
         FOR_UID: common("FrameOfReferenceUID"),
         SOP_CLASS_UID: classes.most_common(1)[0][0],
+        # (0018,0015), PS3.16 CID 4031 terms (ABDOMEN, EXTREMITY, HEAD, ...): the QC's region check reads it
+        "BodyPartExamined": str(datasets[0].get("BodyPartExamined", "") or "").upper(),
         PROBLEMS: problems,
     }
