@@ -366,6 +366,13 @@ def read_dicom_file(path: str | os.PathLike) -> list[LayerData]:
             label, names = load_rtstruct(p, reference)
         return [
             *layers,
-            labels_layer_data(label, names, reference=reference, name=p.stem, segments=label.meta.get("segments")),
+            # "<stem> (SEG)": a NIfTI saved beside it opens as "<stem>", so neither becomes napari's "<stem> [1]"
+            labels_layer_data(
+                label,
+                names,
+                reference=reference,
+                name=f"{p.stem} ({'SEG' if 'SEG' in kinds else 'RTSTRUCT'})",
+                segments=label.meta.get("segments"),
+            ),
         ]
     return read_dicom_folder(p.parent, series_uid=series.series_uid)

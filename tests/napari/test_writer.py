@@ -74,6 +74,7 @@ def test_segment_paint_erase_save_and_reload(make_napari_viewer, qtbot, data_dir
     for path in (nifti, seg):
         (reloaded,) = viewer.open(str(path), plugin=PLUGIN)
         assert reloaded._type_string == "labels"
+        assert reloaded.name == ("edited (SEG)" if path.suffix == ".dcm" else "edited")  # no "edited [1]"
         np.testing.assert_array_equal(np.asarray(reloaded.data), painted)
         np.testing.assert_allclose(reloaded.scale, labels.scale, rtol=1e-6)
         np.testing.assert_allclose(reloaded.translate, labels.translate, atol=1e-4)
