@@ -2,11 +2,25 @@
 
 For each slab of axial slices the source slab (plus ``k`` context slices on each side, edge-replicated) is
 oriented, resampled in-plane and intensity-mapped into the model space (:class:`ModelSpace`), stacked into
-2.5D inputs (:class:`~m2f_med.transforms.SliceStack`), tiled in-plane by MONAI's ``SliceInferer``
-(``roi_size``, ``overlap``, Gaussian or constant blending, ``sw_batch_size`` windows per forward pass,
-across slices and in-plane positions), mapped back onto the source slab grid (bilinear on probabilities)
-and reduced to a uint8 argmax. Only the uint8 label (and, when asked, a uint8 map of the highest
-foreground probability, 0–255) is kept for the whole volume: float buffers exist for one slab at a time.
+2.5D inputs (:class:`~m2f_med.transforms.SliceStack`), run through the network as chosen by the volume's
+:class:`InferencePlan`, mapped back onto the source slab grid (bilinear on probabilities) and reduced to a
+uint8 argmax.
+
+Inference plan (chosen once per volume from its model-space slice size, :meth:`VolumeInferer.plan`):
+
+* ``whole-slice``: the slice, zero-padded (after intensity mapping, like MONAI's window padding) to a
+  multiple of 32 on each side and cropped back, goes through the network in one piece, several slices per
+  forward pass. Used when one padded slice fits the *window budget*, the pixels of one forward pass of
+  windows (``sw_batch_size x roi_h x roi_w``): peak memory then stays what the sliding-window plan needs,
+  and no pixel is computed twice (4 overlapping 256² windows cover a 333² slice with 2.4x its pixels).
+* ``sliding-window``: larger slices are tiled by MONAI's ``SliceInferer`` (``roi_size``, ``overlap``,
+  Gaussian or constant blending, ``sw_batch_size`` windows per forward pass, across slices and in-plane
+  positions).
+
+On the real scans of the benchmark the two plans give the same masks up to a few boundary voxels (see
+``docs/performance.md`` for the measured agreement); ``plan="sliding-window"`` restores the old path.
+
+Only the uint8 label (and, when asked, a uint8 map of the highest foreground probability, 0–255) is kept for the whole volume: float buffers exist for one slab at a time.
 
 See Also:
     MONAI ``monai.inferers.SliceInferer`` / ``SlidingWindowInferer``; Mask2Former semantic inference
@@ -30,7 +44,8 @@ from tqdm.auto import tqdm
 from m2f_med.inference.preprocessing import ModelSpace, intensity_transform
 from m2f_med.transforms.slice_stack import SliceStack, take_slices
 
-__all__ = ["VolumeInferer", "left_right_pairs", "SlabResult", "AMP_DTYPES", "resolve_device", "shift_affine"]
+__all__ = ["VolumeInferer", "InferencePlan", "left_right_pairs", "SlabResult", "AMP_DTYPES", "PLANS", "resolve_device",
+           "shift_affine"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +53,9 @@ AMP_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.flo
               "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+PLANS = ("auto", "whole-slice", "sliding-window")
+PAD_MULTIPLE = 32  # the Mask2Former ResNet/Swin backbones downsample 32x; padded slices keep every stage aligned
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -61,6 +79,35 @@ def shift_affine(affine: np.ndarray | torch.Tensor, z: int) -> torch.Tensor:
     return aff
 
 
+@dataclass(frozen=True)
+class InferencePlan:
+    """How a volume's model-space slices go through the network (see the module docstring).
+
+    Attributes:
+        mode: ``"whole-slice"`` or ``"sliding-window"``.
+        slice_shape: ``(x, y)`` model-space slice size (voxels).
+        input_shape: ``(h, w)`` network input: the padded slice (whole-slice) or the window (sliding-window).
+        slices_per_forward: whole-slice: slices per forward pass; sliding-window: ``sw_batch_size`` windows.
+        window_budget: pixels one forward pass may hold (``sw_batch_size x roi_h x roi_w``; ``None``: no
+            window set, whole slices always).
+    """
+
+    mode: str
+    slice_shape: tuple[int, int]
+    input_shape: tuple[int, int]
+    slices_per_forward: int
+    window_budget: int | None
+
+    def describe(self) -> dict:
+        """JSON-friendly form for run reports."""
+        return {"mode": self.mode, "slice_shape": list(self.slice_shape), "input_shape": list(self.input_shape),
+                "batch": self.slices_per_forward, "window_budget": self.window_budget}
+
+
+def _padded(n: int) -> int:
+    return -(-int(n) // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
 @dataclass
 class SlabResult:
     """Outputs of :meth:`VolumeInferer.__call__` on the source grid.
@@ -71,6 +118,7 @@ class SlabResult:
         confidence_sum: ``(K+1,)`` float64, per class the sum over voxels labelled ``c`` of ``p_c``.
         voxel_count: ``(K+1,)`` int64 voxels per label.
         num_classes: ``K + 1`` output channels of the predictor (background included).
+        plan: the :class:`InferencePlan` used (``None`` for an empty volume).
     """
 
     label: torch.Tensor
@@ -78,6 +126,7 @@ class SlabResult:
     confidence_sum: np.ndarray
     voxel_count: np.ndarray
     num_classes: int
+    plan: InferencePlan | None = None
 
 
 def left_right_pairs(labels: Mapping[int, str]) -> list[tuple[int, int]]:
@@ -104,7 +153,10 @@ class VolumeInferer:
         num_context: ``k``, neighbouring slices per side stacked as channels (0 = plain 2D).
         roi_size: in-plane window ``(h, w)`` in model-space voxels; ``None`` = the whole slice. Slices
             smaller than the window are padded (constant ``0`` after intensity mapping) and cropped back.
-        sw_batch_size: windows per forward pass (over slices and in-plane positions together).
+        sw_batch_size: windows per forward pass (over slices and in-plane positions together); with
+            ``roi_size`` it sets the window budget of the inference plan.
+        plan: ``"auto"`` (whole slices when a padded slice fits the window budget, else sliding windows),
+            ``"whole-slice"`` or ``"sliding-window"`` (see the module docstring).
         overlap: window overlap fraction in ``[0, 1)``.
         mode: blending, ``"gaussian"`` or ``"constant"`` (MONAI ``BlendMode``).
         sigma_scale: Gaussian sigma as a fraction of the window size.
@@ -139,6 +191,7 @@ class VolumeInferer:
         sigma_scale: float = 0.125,
         slab_size: int = 16,
         device: str | torch.device | None = "cpu",
+        plan: str = "auto",
         amp: bool = False,
         amp_dtype: str = "float16",
         flip_tta: bool = False,
@@ -162,6 +215,9 @@ class VolumeInferer:
             raise ValueError(f"amp_dtype must be one of {sorted(AMP_DTYPES)}; got {amp_dtype!r}")
         if slab_size < 1 or sw_batch_size < 1:
             raise ValueError("slab_size and sw_batch_size must be >= 1")
+        if plan not in PLANS:
+            raise ValueError(f"plan must be one of {', '.join(PLANS)}; got {plan!r}")
+        self.plan_mode = plan
         self.num_context = int(num_context)
         self.roi_size = None if roi_size is None else (int(roi_size[0]), int(roi_size[1]))
         self.sw_batch_size = int(sw_batch_size)
@@ -218,6 +274,35 @@ class VolumeInferer:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
+    def plan(self, slice_shape: Sequence[int]) -> InferencePlan:
+        """The inference plan for model-space slices of ``slice_shape`` ``(x, y)`` (see the module docstring)."""
+        sx, sy = (int(s) for s in slice_shape[:2])
+        padded = (_padded(sx), _padded(sy))
+        budget = None if self.roi_size is None else self.sw_batch_size * self.roi_size[0] * self.roi_size[1]
+        whole = self.plan_mode == "whole-slice" or (
+            self.plan_mode == "auto" and (budget is None or padded[0] * padded[1] <= budget)
+        )
+        if whole:
+            per = 1 if budget is None else max(1, budget // (padded[0] * padded[1]))
+            return InferencePlan("whole-slice", (sx, sy), padded, per, budget)
+        return InferencePlan("sliding-window", (sx, sy), tuple(self.roi_size), self.sw_batch_size, budget)
+
+    def _whole_slices(self, stack: torch.Tensor, predictor: Predictor, plan: InferencePlan) -> torch.Tensor:
+        """``(C', x, y, n)`` → ``(K+1, x, y, n)``: padded whole slices, ``plan.slices_per_forward`` at a time."""
+        sx, sy = plan.slice_shape
+        px, py = plan.input_shape
+        x0, y0 = (px - sx) // 2, (py - sy) // 2  # centred, as MONAI pads windows
+        batch = stack.permute(3, 0, 1, 2)  # (n, C', x, y)
+        batch = torch.nn.functional.pad(batch, (y0, py - sy - y0, x0, px - sx - x0), value=0.0)
+        out: torch.Tensor | None = None
+        n = int(batch.shape[0])
+        for i in range(0, n, plan.slices_per_forward):
+            y = self._predict_windows(predictor, batch[i:i + plan.slices_per_forward].to(self.device))
+            if out is None:
+                out = torch.empty((int(y.shape[1]), sx, sy, n), dtype=torch.float32, device=self.device)
+            out[..., i:i + y.shape[0]] = y[:, :, x0:x0 + sx, y0:y0 + sy].permute(1, 2, 3, 0)
+        return out
+
     def infer_slab(self, model_slab: torch.Tensor, predictor: Predictor) -> torch.Tensor:
         """Probabilities for the centre slices of a model-space slab.
 
@@ -239,6 +324,10 @@ class VolumeInferer:
             raise ValueError(f"a slab needs at least 2k+1 = {2 * k + 1} slices; got {model_slab.shape[-1]}")
         plain = model_slab.as_tensor() if isinstance(model_slab, MetaTensor) else model_slab
         stack = SliceStack(k)(plain.float(), index=range(k, k + n))  # (C(2k+1), x, y, n)
+        plan = self.plan(stack.shape[1:3])
+        if plan.mode == "whole-slice":
+            with torch.inference_mode(), self._autocast():
+                return self._whole_slices(stack, predictor, plan).float()
         roi = self.roi_size or tuple(int(s) for s in stack.shape[1:3])
         inferer = SliceInferer(
             spatial_dim=2, roi_size=roi, sw_batch_size=self.sw_batch_size, overlap=self.overlap,
@@ -292,6 +381,7 @@ class VolumeInferer:
         conf_sum: np.ndarray | None = None
         count: np.ndarray | None = None
         num_classes = 0
+        plan: InferencePlan | None = None
         bar = tqdm(total=nz, unit="slice", disable=not self.progress, leave=False, desc="slices")
         self._done, self._total = 0, nz
         for s0 in range(0, nz, self.slab_size):
@@ -302,6 +392,7 @@ class VolumeInferer:
             oriented = space.orient(slab)
             model = space.resample(oriented)
             x = to_intensity(model.as_tensor() if isinstance(model, MetaTensor) else model)
+            plan = plan or self.plan(x.shape[1:3])
             probs = self.infer_slab(x, predictor)
             if probs.shape[-1] != n or probs.shape[1:3] != model.shape[1:3]:
                 raise ValueError(f"predictor output has spatial shape {tuple(probs.shape[1:])}; "
@@ -340,4 +431,4 @@ class VolumeInferer:
             self._report()
         bar.close()
         return SlabResult(label=label, probability=prob, confidence_sum=conf_sum, voxel_count=count,
-                          num_classes=num_classes)
+                          num_classes=num_classes, plan=plan)

@@ -54,6 +54,7 @@ class SlicewiseInferer(Inferer):
         tta_flips: in-plane axes to flip (0 = left/right in the RAS model space, 1 = anterior/posterior).
         lr_swap: ``(left, right)`` channel pairs exchanged after undoing a left/right flip
             (:func:`m2f_med.inference.inferer.left_right_pairs`).
+        plan: ``"auto"``, ``"whole-slice"`` or ``"sliding-window"`` (see ``m2f_med.inference.inferer``).
         network_wrapper: callable applied to the network to get ``(B, K+1, H, W)`` probabilities, e.g.
             ``m2f_med.networks.SemanticProbabilities``; ``None`` = automatic (Mask2Former → semantic
             probabilities, other networks → softmax of their logits).
@@ -82,6 +83,7 @@ class SlicewiseInferer(Inferer):
         flip_tta: bool = False,
         tta_flips: Sequence[int] = (0, 1),
         lr_swap: Sequence[Sequence[int]] = (),
+        plan: str = "auto",
         network_wrapper: Callable[[nn.Module], Callable] | None = None,
         activation: str | None = None,
     ) -> None:
@@ -90,7 +92,7 @@ class SlicewiseInferer(Inferer):
             "num_context": num_context, "roi_size": None if roi_size is None else list(roi_size)[:2],
             "sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode, "sigma_scale": sigma_scale,
             "slab_size": slab_size, "flip_tta": flip_tta, "tta_flips": list(tta_flips),
-            "lr_swap": [tuple(p) for p in lr_swap],
+            "lr_swap": [tuple(p) for p in lr_swap], "plan": plan,
         }
         self.network_wrapper = network_wrapper
         self.activation = activation
