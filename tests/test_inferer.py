@@ -8,6 +8,8 @@ source grid shows up as a mismatch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,7 @@ from m2f_med.inference.statistics import structure_statistics, write_statistics
 from m2f_med.io.volume import make_volume
 
 K = 3
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class LabelStub(torch.nn.Module):
@@ -312,3 +315,51 @@ def test_flip_tta_keeps_left_and_right_classes():
     assert inferer.lr_swap == ((0, 0),)
     no_swap = VolumeInferer(num_context=0, flip_tta=True, tta_flips=[0])(vol, model.predictor, model.model_space())
     assert not np.array_equal(no_swap.label.numpy(), plain.numpy())
+
+
+# ------------------------------------------------------------------------------------------ inference plan
+def test_plan_is_chosen_per_volume_from_the_window_budget():
+    inferer = VolumeInferer(roi_size=(256, 256), sw_batch_size=8)  # budget 8 x 256² pixels per forward
+    small = inferer.plan((333, 333))
+    assert small.mode == "whole-slice" and small.input_shape == (352, 352)
+    assert small.slices_per_forward == (8 * 256 * 256) // (352 * 352) == 4
+    big = inferer.plan((900, 700))
+    assert big.mode == "sliding-window" and big.input_shape == (256, 256) and big.slices_per_forward == 8
+    assert VolumeInferer(roi_size=(256, 256), plan="sliding-window").plan((100, 90)).mode == "sliding-window"
+    assert VolumeInferer(roi_size=None).plan((999, 999)).mode == "whole-slice"
+    with pytest.raises(ValueError, match="plan"):
+        VolumeInferer(plan="tiles")
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_whole_slice_plan_batches_slices_and_matches_sliding_windows(k):
+    vol, lab = _coded_volume((37, 23, 11), LPS_LIKE, seed=9)
+    space = ModelSpace(pixdim=(1.0, 1.0), intensity=WINDOW)
+    stub = LabelStub(in_channels=2 * k + 1)
+    whole = VolumeInferer(num_context=k, roi_size=(16, 16), sw_batch_size=64, slab_size=8)(vol, stub, space)
+    assert whole.plan.mode == "whole-slice"
+    px, py = whole.plan.input_shape
+    assert px % 32 == 0 and py % 32 == 0 and {c[2:] for c in stub.calls} == {(px, py)}
+    assert max(c[0] for c in stub.calls) == whole.plan.slices_per_forward > 1
+    windows = VolumeInferer(num_context=k, roi_size=(16, 16), plan="sliding-window", slab_size=8)(vol, stub, space)
+    np.testing.assert_array_equal(whole.label.numpy(), windows.label.numpy())
+    np.testing.assert_array_equal(whole.label[0].numpy(), lab)
+
+
+def test_whole_slice_plan_on_a_real_scan_agrees_with_sliding_windows(data_dir):
+    """The shipped organ model on the held-out real CT (20 slices of 512², 333² in model space): the two
+    plans disagree on at most 5 % of the voxels and the liver masks overlap with Dice >= 0.85 (measured:
+    96.0 % agreement, liver 0.87; held-out Dice against the reference in docs/performance.md)."""
+    from m2f_med.inference import load_bundle
+    from m2f_med.io import load_volume
+
+    model = load_bundle(ROOT / "bundles" / "m2f_ct_organs")
+    vol = load_volume(data_dir / "totalsegmentator" / "example_ct_dicom")
+    whole, ex_whole = predict_volume(vol, model, plan="auto")
+    windows, ex_windows = predict_volume(vol, model, plan="sliding-window")
+    assert ex_whole["plan"]["mode"] == "whole-slice" and ex_windows["plan"]["mode"] == "sliding-window"
+    assert ex_whole["plan"]["input_shape"] == [352, 352]
+    a, b = whole[0].numpy(), windows[0].numpy()
+    assert (a == b).mean() >= 0.95
+    liver = 2 * ((a == 1) & (b == 1)).sum() / ((a == 1).sum() + (b == 1).sum())
+    assert liver >= 0.85

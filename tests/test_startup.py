@@ -83,3 +83,17 @@ def test_array_volumes_is_scoped():
     assert type(w).__name__ == "MetaTensor"
     with pytest.raises(ValueError, match="invertible"), array_volumes():
         make_volume(np.zeros((2, 3, 4), np.float32), np.zeros((4, 4)))
+
+
+def test_cli_makes_waiting_openmp_threads_sleep_before_torch_loads():
+    """OpenMP reads OMP_WAIT_POLICY when torch is imported: the CLI sets it (unless the user did) first."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    code = ("import contextlib, io, os, sys\nfrom m2f_med.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        main(['--version'])\n"
+            "    except SystemExit:\n        pass\nprint(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["PASSIVE", "False"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["ACTIVE", "False"]

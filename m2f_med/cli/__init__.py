@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``m2f-med`` console script. Returns the process exit code."""
     from m2f_med.io.errors import VolumeError
+    from m2f_med.threads import prepare_environment
+
+    prepare_environment()  # before any command imports torch: waiting OpenMP threads must not spin
 
     parser = build_parser()
     args = parser.parse_args(argv)

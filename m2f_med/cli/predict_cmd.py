@@ -50,6 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-postprocess", action="store_true", help="skip the bundle's label post-processing")
     p.add_argument("--slab-size", type=int, default=None, help="slices per slab (memory/speed trade-off)")
     p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
+    p.add_argument("--plan", default=None, choices=("auto", "whole-slice", "sliding-window"),
+                   help="inference plan (default: the bundle's inference_plan): whole slices padded to 32 when "
+                   "they fit the window budget, else sliding windows; see docs/performance.md")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: one per usable core, shared among torchrun ranks)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars, errors only")
     g.add_argument("-v", "--verbose", action="store_true", help="log each series")
@@ -77,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume, device=args.device, statistics=args.statistics, preview=args.preview,
             save_probability=args.save_probability, postprocess=not args.no_postprocess, amp=args.amp,
             amp_dtype=args.amp_dtype, flip_tta=args.tta, slab_size=args.slab_size,
-            sw_batch_size=args.sw_batch_size, modality=args.modality, quiet=args.quiet,
+            sw_batch_size=args.sw_batch_size, modality=args.modality, quiet=args.quiet, plan=args.plan,
+            threads=args.threads,
         )
     except ValueError as err:
         from m2f_med.io.errors import VolumeError

@@ -89,6 +89,8 @@ class BundleModel:
         sw_batch_size: windows per forward pass.
         overlap: window overlap fraction.
         blend_mode: ``"gaussian"`` or ``"constant"``.
+        inference_plan: ``"auto"`` (whole slices when they fit the window budget), ``"whole-slice"`` or
+            ``"sliding-window"`` (bundle key ``inference_plan``; see :mod:`m2f_med.inference.inferer`).
         output: ``"auto"`` (Mask2Former → semantic probabilities, other networks → softmax of logits),
             ``"probabilities"`` or ``"logits"``.
         modality: the modality the model expects (``"CT"``, ``"MR"``) or ``None`` for any.
@@ -115,6 +117,7 @@ class BundleModel:
     sw_batch_size: int = 4
     overlap: float = 0.25
     blend_mode: str = "gaussian"
+    inference_plan: str = "auto"
     output: str = "auto"
     modality: str | None = None
     postprocessing: Mapping[str, Any] = field(default_factory=dict)
@@ -178,7 +181,7 @@ class BundleModel:
         opts: dict[str, Any] = {
             "num_context": self.num_context_slices, "roi_size": self.roi_size,
             "sw_batch_size": self.sw_batch_size, "overlap": self.overlap, "mode": self.blend_mode,
-            "device": self.device, "activation": self.activation,
+            "device": self.device, "activation": self.activation, "plan": self.inference_plan,
             # flip TTA keeps left/right classes: a mirrored left kidney is scored as the left kidney
             "lr_swap": left_right_pairs(self.labels),
         }
@@ -209,7 +212,7 @@ class BundleModel:
             "labels": {str(k): v for k, v in self.labels.items()}, "num_context_slices": self.num_context_slices,
             "pixdim": None if self.pixdim is None else list(self.pixdim), "intensity": dict(self.intensity or {}),
             "roi_size": None if self.roi_size is None else list(self.roi_size), "modality": self.modality,
-            "thing_classes": list(self.thing_classes),
+            "thing_classes": list(self.thing_classes), "inference_plan": self.inference_plan,
         }
 
 
@@ -310,6 +313,7 @@ def load_bundle(
             sw_batch_size=int(get("sw_batch_size", 4)),
             overlap=float(get("overlap", 0.25)),
             blend_mode=str(blend),
+            inference_plan=str(get("inference_plan", "auto")),
             output=str(get("network_output", "auto")),
             modality=get("modality"),
             postprocessing=get("label_postprocessing") or {},

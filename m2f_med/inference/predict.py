@@ -362,6 +362,7 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
         "spacing_mm": [round(float(s), 4) for s in volume.meta.get("spacing_mm", ())],
         "modality": str(volume.meta.get("modality", "")),
         "inference_path": extras["path"],
+        "inference_plan": extras.get("plan"),
         "slices_per_s": round(volume.shape[-1] / max(timings["inference_s"], 1e-9), 3),
         "voxels": extras["voxels"],
         "confidence": {k: (None if v is None else round(v, 4)) for k, v in extras["confidence"].items()},
@@ -489,6 +490,8 @@ def predict(
     sw_batch_size: int | None = None,
     modality: str | None = None,
     quiet: bool = False,
+    plan: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Segment every series found in ``inputs`` and write masks, labels, statistics and a run report.
 
@@ -508,6 +511,9 @@ def predict(
         flip_tta: average over in-plane flips.
         slab_size: slices per slab (memory / speed trade-off); ``None`` = inferer default.
         sw_batch_size: windows per forward pass; ``None`` = the bundle's.
+        plan: inference plan ``"auto"``, ``"whole-slice"`` or ``"sliding-window"``; ``None`` = the bundle's
+            ``inference_plan`` (see :mod:`m2f_med.inference.inferer`).
+        threads: torch CPU threads; ``None`` = one per usable core (:func:`m2f_med.threads.configure_threads`).
         modality: DICOM Modality to select; default the bundle's ``modality`` (if any). For files without a
             modality (NIfTI) it declares theirs: without it, a CT model refuses a file whose intensities do
             not look like HU (:func:`m2f_med.inference.modality.check_modality`).
@@ -536,18 +542,22 @@ def predict(
     out_root = Path(output_dir)
     out_root.mkdir(parents=True, exist_ok=True)
     bundle_info = model.describe()
+    from m2f_med.threads import configure_threads
+
+    n_threads = configure_threads(threads)
     inferer_opts = {"amp": amp, "amp_dtype": amp_dtype, "flip_tta": flip_tta, "slab_size": slab_size,
-                    "sw_batch_size": sw_batch_size}
+                    "sw_batch_size": sw_batch_size, "plan": plan}
     options = {"formats": fmts, "series_rule": series_rule, "resume": resume, "statistics": statistics,
                "preview": preview, "save_probability": save_probability, "postprocess": postprocess,
                "amp": amp and dev.type == "cuda", "amp_dtype": amp_dtype, "flip_tta": flip_tta,
-               "slab_size": slab_size, "sw_batch_size": sw_batch_size}
+               "slab_size": slab_size, "sw_batch_size": sw_batch_size, "plan": plan or model.inference_plan}
     fingerprint = _digest(json.dumps({k: v for k, v in options.items() if k != "resume"}, sort_keys=True)
                           + json.dumps(bundle_info, sort_keys=True, default=str), 32)
     jobs, unreadable = discover_inputs(inputs, series_rule, modality or model.modality)
     report: dict[str, Any] = {
         "m2f_med_version": __version__, "started": started, "finished": None,
-        "environment": _environment(dev), "bundle": bundle_info, "options": options,
+        "environment": {**_environment(dev), "torch_threads": n_threads,
+                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}, "bundle": bundle_info, "options": options,
         "summary": {}, "series": [], "unreadable_files": unreadable,
     }
     run_opts = {"modality": modality, "formats": fmts, "statistics": statistics, "preview": preview, "save_probability": save_probability,

@@ -83,7 +83,7 @@ def predict_volume(
         postprocess: apply the model's ``postprocessing`` spec.
         progress: tqdm bar over slices.
         **inferer_options: overrides of :class:`~m2f_med.inference.inferer.VolumeInferer` settings
-            (``device``, ``amp``, ``amp_dtype``, ``flip_tta``, ``slab_size``, ``sw_batch_size``, ``roi_size``,
+            (``device``, ``plan``, ``amp``, ``amp_dtype``, ``flip_tta``, ``slab_size``, ``sw_batch_size``, ``roi_size``,
             ``overlap``, ``mode``, ``callback`` — ``callback(done, total)`` reports slices and may raise to
             cancel).
 
@@ -92,7 +92,8 @@ def predict_volume(
         its meta (DICOM UIDs, source paths, modality) plus ``meta["label_names"]``; ``extras`` holds
         ``probability`` (or ``None``), ``confidence`` ``{name: mean probability of the predicted class
         over its voxels, before post-processing}``, ``voxels`` ``{name: count}``, ``path``
-        (``"slab"`` / ``"whole-volume"``), ``seconds`` and ``notes`` (post-processing changes).
+        (``"slab"`` / ``"whole-volume"``), ``plan`` (the :class:`~m2f_med.inference.inferer.InferencePlan`
+        as a dict), ``seconds`` and ``notes`` (post-processing changes).
 
     Raises:
         ValueError: the volume is not ``(C, X, Y, Z)``, or the network's output does not have ``K + 1``
@@ -142,6 +143,7 @@ def predict_volume(
     per_label = _label_counts(label_np, model.num_classes + 1) if recount else np.asarray(res.voxel_count)
     voxels = {name: int(per_label[c]) for c, name in model.labels.items()}
     extras = {"probability": prob, "confidence": confidence, "voxels": voxels, "path": path,
+              "plan": None if res.plan is None else res.plan.describe(),
               "seconds": time.perf_counter() - t0, "notes": notes, "slices": shape[2]}
     log.info("segmented %d slices in %.1f s (%s path)", shape[2], extras["seconds"], path)
     return mask, extras
