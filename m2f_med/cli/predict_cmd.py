@@ -53,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--plan", default=None, choices=("auto", "whole-slice", "sliding-window"),
                    help="inference plan (default: the bundle's inference_plan): whole slices padded to 32 when "
                    "they fit the window budget, else sliding windows; see docs/performance.md")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                   help="CPU network backend: onnx = ONNX Runtime (needs the [onnx] extra; exports once per input "
+                   "shape, cached), auto = ONNX where an export is cached, else PyTorch (default), torch")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: one per usable core, shared among torchrun ranks)")
     g = p.add_mutually_exclusive_group()
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             save_probability=args.save_probability, postprocess=not args.no_postprocess, amp=args.amp,
             amp_dtype=args.amp_dtype, flip_tta=args.tta, slab_size=args.slab_size,
             sw_batch_size=args.sw_batch_size, modality=args.modality, quiet=args.quiet, plan=args.plan,
-            threads=args.threads,
+            threads=args.threads, backend=args.backend,
         )
     except ValueError as err:
         from m2f_med.io.errors import VolumeError

@@ -91,6 +91,8 @@ class BundleModel:
         blend_mode: ``"gaussian"`` or ``"constant"``.
         inference_plan: ``"auto"`` (whole slices when they fit the window budget), ``"whole-slice"`` or
             ``"sliding-window"`` (bundle key ``inference_plan``; see :mod:`m2f_med.inference.inferer`).
+        backend: ``"torch"`` (eager), ``"onnx"`` or ``"auto"`` (ONNX Runtime on CPU, see
+            :mod:`m2f_med.inference.onnx_backend`); Mask2Former networks only, others always run eager.
         output: ``"auto"`` (Mask2Former → semantic probabilities, other networks → softmax of logits),
             ``"probabilities"`` or ``"logits"``.
         modality: the modality the model expects (``"CT"``, ``"MR"``) or ``None`` for any.
@@ -118,6 +120,7 @@ class BundleModel:
     overlap: float = 0.25
     blend_mode: str = "gaussian"
     inference_plan: str = "auto"
+    backend: str = "torch"
     output: str = "auto"
     modality: str | None = None
     postprocessing: Mapping[str, Any] = field(default_factory=dict)
@@ -146,7 +149,10 @@ class BundleModel:
             self.instance_settings = InstanceSettings.from_mapping(self.instance_settings)
         parse_intensity(self.intensity)
         self.network.eval()
+        if self.backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be 'auto', 'torch' or 'onnx'; got {self.backend!r}")
         self._predictor: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._predictor_backend = self.backend
 
     @property
     def num_classes(self) -> int:
@@ -156,14 +162,29 @@ class BundleModel:
     @property
     def predictor(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """``(B, C·(2k+1), H, W)`` → ``(B, K+1, H, W)`` (probabilities, or logits when :attr:`activation` is softmax)."""
-        if self._predictor is None:
+        if self._predictor is None or self._predictor_backend != self.backend:
             if self.output == "auto" and _is_mask2former(self.network):
                 from m2f_med.networks import SemanticProbabilities
 
                 self._predictor = SemanticProbabilities(self.network).eval()
+                if self.backend != "torch" and self.device.type == "cpu":
+                    self._predictor = self._onnx_predictor(self._predictor)
             else:
+                if self.backend == "onnx":
+                    raise ValueError("the ONNX backend needs a Mask2Former bundle (network_output auto)")
                 self._predictor = self.network
+            self._predictor_backend = self.backend
         return self._predictor
+
+    def _onnx_predictor(self, eager: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        from m2f_med.inference.onnx_backend import OnnxPredictor, onnx_available
+
+        if self.backend == "auto" and not onnx_available():
+            return eager
+        try:
+            return OnnxPredictor(self.network, fallback=eager, export=self.backend == "onnx")
+        except ImportError as err:
+            raise ValueError(str(err)) from None
 
     @property
     def activation(self) -> str:

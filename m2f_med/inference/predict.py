@@ -492,6 +492,7 @@ def predict(
     quiet: bool = False,
     plan: str | None = None,
     threads: int | None = None,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Segment every series found in ``inputs`` and write masks, labels, statistics and a run report.
 
@@ -514,6 +515,9 @@ def predict(
         plan: inference plan ``"auto"``, ``"whole-slice"`` or ``"sliding-window"``; ``None`` = the bundle's
             ``inference_plan`` (see :mod:`m2f_med.inference.inferer`).
         threads: torch CPU threads; ``None`` = one per usable core (:func:`m2f_med.threads.configure_threads`).
+        backend: ``"auto"`` (ONNX Runtime on CPU where an export of the input shape is cached, else eager),
+            ``"onnx"`` (export once per shape, cached) or ``"torch"``; see
+            :mod:`m2f_med.inference.onnx_backend`. The model is loaded once for the whole batch.
         modality: DICOM Modality to select; default the bundle's ``modality`` (if any). For files without a
             modality (NIfTI) it declares theirs: without it, a CT model refuses a file whose intensities do
             not look like HU (:func:`m2f_med.inference.modality.check_modality`).
@@ -538,7 +542,11 @@ def predict(
         raise ValueError(f"unknown output format(s) {bad or fmts}; use {', '.join(FORMATS)}")
     _parse_rule(series_rule)
     dev = resolve_device(device)
+    if backend not in ("auto", "torch", "onnx"):
+        raise ValueError(f"unknown backend {backend!r}; use auto, torch or onnx")
     model = _resolve_model(bundle, dev)
+    model.backend = backend
+    _ = model.predictor  # fail now (e.g. the onnx extra missing), not at the first series
     out_root = Path(output_dir)
     out_root.mkdir(parents=True, exist_ok=True)
     bundle_info = model.describe()
@@ -557,7 +565,7 @@ def predict(
     report: dict[str, Any] = {
         "m2f_med_version": __version__, "started": started, "finished": None,
         "environment": {**_environment(dev), "torch_threads": n_threads,
-                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}, "bundle": bundle_info, "options": options,
+                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "backend": backend}, "bundle": bundle_info, "options": options,
         "summary": {}, "series": [], "unreadable_files": unreadable,
     }
     run_opts = {"modality": modality, "formats": fmts, "statistics": statistics, "preview": preview, "save_probability": save_probability,
