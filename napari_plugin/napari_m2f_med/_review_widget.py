@@ -1,8 +1,9 @@
 """The "Review" widget: a table of the structures of a Labels layer; jump to, hide, edit and save each.
 
 Columns (:data:`TABLE_COLUMNS`; extension point: append a :class:`Column` for e.g. a QC verdict): show
-(tick box), label id, name, volume (mL), mean intensity (HU for CT), model confidence, and a flag for
-structures whose confidence is below the threshold (dark text on orange, readable in both napari themes).
+(tick box), label id, name, volume (mL), mean intensity (HU for CT), model confidence, a flag for
+structures whose confidence is below the threshold (dark text on orange, readable in both napari themes),
+and the QC verdict with its reasons (``m2f_med.inference.qc``, the same as ``m2f-med predict`` writes).
 Clicking a row moves the slider to the structure and centres the view on it.
 
 Editing actions on the selected structure, each one ``Labels.data_setitem`` call, so one Ctrl+Z (or the
@@ -96,6 +97,9 @@ TABLE_COLUMNS: list[Column] = [
     Column("mean", lambda r: "" if r["mean_intensity"] is None else f"{r['mean_intensity']:.0f}"),
     Column("confidence", _fmt_conf),
     Column("flag", lambda r: "LOW" if r["flagged"] else ""),
+    # QC verdict and its reasons (m2f_med.inference.qc); empty without an image under the labels
+    Column("QC", lambda r: "" if r.get("qc") in (None, "absent") else str(r["qc"])),
+    Column("QC reasons", lambda r: "; ".join(r.get("qc_reasons") or [])),
 ]
 """The table's columns after "show"; extension point (append to add a column)."""
 
@@ -238,6 +242,11 @@ class ReviewWidget(QWidget):
 
     def _image_for(self, layer: Any) -> tuple[np.ndarray | None, str]:
         """The image array on the labels' display grid and its modality (``None`` if there is none)."""
+        image, meta = self._image_and_meta(layer)
+        return image, str(meta.get("modality", ""))
+
+    def _image_and_meta(self, layer: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """The image array on the labels' display grid and its volume meta (``None``, ``{}`` if none)."""
         info = layer_info(layer)
         candidates: list[LayerInfo | None] = [
             image_under_layer(_state(layer), layer.data.shape, self.viewer)
@@ -250,8 +259,8 @@ class ReviewWidget(QWidget):
                     candidates.insert(0, image_info)
         for cand in candidates:
             if cand is not None and tuple(cand.geometry.display_shape) == tuple(layer.data.shape):
-                return cand.geometry.to_display(cand.volume.numpy()[0]), str(cand.meta.get("modality", ""))
-        return None, ""
+                return cand.geometry.to_display(cand.volume.numpy()[0]), dict(cand.meta)
+        return None, {}
 
     def _names(self, layer: Any) -> dict[int, str]:
         info = layer_info(layer)
@@ -271,7 +280,8 @@ class ReviewWidget(QWidget):
         self.rows = []
         if layer is not None and layer.data.ndim == 3:
             info = layer_info(layer)
-            image, modality = self._image_for(layer)
+            image, meta = self._image_and_meta(layer)
+            modality = str(meta.get("modality", ""))
             names = self._names(layer)
             confidence = dict(info.confidence) if info else {}
             affine = napari_affine_from_state(_state(layer))
@@ -284,6 +294,10 @@ class ReviewWidget(QWidget):
                 modality=modality,
                 confidence=confidence or None,
             )
+            if image is not None:  # QC verdicts (m2f_med.inference.qc), as predict writes them
+                from m2f_med.inference.qc import quality_control
+
+                rows, _ = quality_control(rows, data, image, affine=affine, meta=meta, modality=modality)
             for row in rows:
                 if image is None:
                     row["mean_intensity"] = None

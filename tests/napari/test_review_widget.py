@@ -201,3 +201,17 @@ def test_seg_button_disabled_with_the_reason_for_the_sample(make_napari_viewer, 
     assert not widget.save_seg_button.isEnabled()
     assert "StudyInstanceUID" in widget.save_seg_button.toolTip()
     assert widget.save_seg(str(tmp_path / "x.dcm")) == [] and "StudyInstanceUID" in widget.status.text()
+
+
+def test_qc_column_gives_the_verdict_and_reasons(reviewed):
+    """Issue 11: the Review table shows the QC verdict; a 'liver' of a few mL in the MSD crop is below range."""
+    from napari_m2f_med._review_widget import COLUMNS
+
+    _, _, _, widget, _, _ = reviewed
+    qc_col, reasons_col = COLUMNS.index("QC"), COLUMNS.index("QC reasons")
+    by_name = {widget.table.item(r, COLUMNS.index("name")).text(): r for r in range(widget.table.rowCount())}
+    liver = by_name["liver"]
+    assert widget.table.item(liver, qc_col).text() in ("check", "fail")
+    assert "mL" in widget.table.item(liver, reasons_col).text()
+    spleen_row = next(r for r in widget.rows if r["name"] == "spleen")
+    assert any("low confidence" in x for x in spleen_row["qc_reasons"])
