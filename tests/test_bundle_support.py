@@ -295,6 +295,32 @@ def test_hd95_handler_on_decollated_items():
     assert engine.state.metric_details["hd95"].shape == (1, 1)
 
 
+def test_hd95_empty_prediction_or_reference_is_nan_and_counted_never_zero(tmp_path):
+    from ignite.engine import Engine
+
+    pred, gt = _cubes(shift_z=1, spacing=(0.5, 0.5, 3.0))
+    empty = pred.clone()
+    empty[:, 1] = 0
+    empty[:, 0] = 1
+    # case 1: empty prediction, case 2: empty reference -> both undefined, nothing defined at all
+    batches = [([empty[0]], [gt[0]]), ([pred[0]], [empty[0]])]
+    engine = Engine(lambda e, b: {"pred": b[0], "label": b[1]})
+    HausdorffDistanceMM(output_transform=lambda o: (o["pred"], o["label"])).attach(engine, "val_hd95")
+    ClassMetricsSaver(save_dir=str(tmp_path), metrics="*").attach(engine)
+    engine.run(batches, max_epochs=1)
+    assert math.isnan(engine.state.metrics["val_hd95"])
+    assert engine.state.metrics["val_hd95_undefined"] == 2
+    assert torch.isnan(engine.state.metric_details["val_hd95"]).all()  # per-case values too, not zeroed
+    rows = dict(line.split(",", 1) for line in (tmp_path / "metrics.csv").read_text().splitlines())
+    assert math.isnan(float(rows["val_hd95"])) and rows["val_hd95_undefined"] == "2"
+    # one defined case among undefined ones: the mean is over the defined case only
+    engine2 = Engine(lambda e, b: {"pred": b[0], "label": b[1]})
+    HausdorffDistanceMM(output_transform=lambda o: (o["pred"], o["label"])).attach(engine2, "hd95")
+    engine2.run(batches + [([pred[0]], [gt[0]])], max_epochs=1)
+    assert engine2.state.metrics["hd95"] == pytest.approx(3.0)
+    assert engine2.state.metrics["hd95_undefined"] == 2
+
+
 def test_class_metrics_saver_names_columns(tmp_path):
     from ignite.engine import Engine
 

@@ -21,6 +21,7 @@ from monai.handlers import MetricsSaver
 from monai.handlers.ignite_metric import IgniteMetricHandler
 from monai.handlers.utils import write_metrics_reports
 from monai.metrics import HausdorffDistanceMetric
+from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction, string_list_all_gather
 
 __all__ = ["HausdorffDistanceMM", "PhysicalHausdorffDistanceMetric", "ClassMetricsSaver"]
@@ -32,6 +33,13 @@ class PhysicalHausdorffDistanceMetric(HausdorffDistanceMetric):
     Inputs are one-hot ``(B, C, X, Y, Z)`` (or lists of ``(C, X, Y, Z)``) tensors as for MONAI's metric. When
     no ``spacing`` is passed and ``y`` is a ``MetaTensor``, its ``pixdim`` (column norms of the affine, mm)
     is used, so results are in mm. Plain tensors keep MONAI's behaviour (voxel units).
+
+    Empty prediction or empty reference: the distance is undefined, never 0 (which would read as a perfect
+    result). Such a case/class is NaN in the per-case buffer (MONAI may give ``inf``; it is turned into NaN),
+    is left out of the mean, and is counted by :meth:`undefined_count`. A class (or the whole reduction)
+    with no defined case at all aggregates to NaN, where MONAI's ``do_metric_reduction`` returns 0. This is
+    the "NaN and count" convention rather than a fixed penalty such as BraTS' 373.13 mm, which depends on
+    the image size of one challenge.
 
     Args:
         Same as ``HausdorffDistanceMetric`` (``include_background``, ``distance_metric``, ``percentile``,
@@ -45,7 +53,28 @@ class PhysicalHausdorffDistanceMetric(HausdorffDistanceMetric):
                 kwargs["spacing"] = [tuple(float(s) for s in sp) for sp in spacing]
             else:
                 kwargs["spacing"] = tuple(float(s) for s in spacing)
-        return super()._compute_tensor(y_pred, y, **kwargs)
+        out = super()._compute_tensor(y_pred, y, **kwargs)
+        return torch.where(torch.isfinite(out), out, torch.full_like(out, float("nan")))
+
+    def aggregate(self, reduction: MetricReduction | str | None = None):  # type: ignore[override]
+        """Reduce like MONAI, but a reduction over no defined value is NaN, not 0.
+
+        Returns:
+            the reduced tensor (shape per ``reduction``), and the not-NaN counts when ``get_not_nans``.
+        """
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError("the data to aggregate must be PyTorch Tensor.")
+        # MONAI zeroes the NaNs of the tensor it is given: reduce a copy so the buffer keeps them
+        f, not_nans = do_metric_reduction(data.clone(), reduction or self.reduction)
+        if isinstance(f, torch.Tensor) and isinstance(not_nans, torch.Tensor):
+            f = torch.where(not_nans > 0, f, torch.tensor(float("nan"), dtype=f.dtype, device=f.device))
+        return (f, not_nans) if self.get_not_nans else f
+
+    def undefined_count(self) -> int:
+        """Number of (case, class) pairs whose distance is undefined (empty prediction or reference)."""
+        data = self.get_buffer()
+        return int(torch.isnan(data).sum().item()) if isinstance(data, torch.Tensor) else 0
 
 
 class HausdorffDistanceMM(IgniteMetricHandler):
@@ -53,8 +82,10 @@ class HausdorffDistanceMM(IgniteMetricHandler):
 
     Drop-in for ``monai.handlers.HausdorffDistance`` (same arguments); the labels must be MetaTensors (they
     are after ``LoadImaged`` / ``Invertd``) so their affine gives the spacing. Per-case, per-class values go
-    to ``engine.state.metric_details[name]`` for ``MetricsSaver``. Empty prediction or label gives NaN or
-    ``inf`` per MONAI's metric and is left out of the NaN-aware mean.
+    to ``engine.state.metric_details[name]`` for ``MetricsSaver``. Empty prediction or label gives NaN (never
+    0, see :class:`PhysicalHausdorffDistanceMetric`), left out of the mean; their number goes to
+    ``engine.state.metrics[name + "_undefined"]`` (so ``metrics.csv`` has e.g. ``val_hd95_undefined``), and
+    the mean itself is NaN when no case is defined.
 
     Args:
         include_background: include channel 0.
@@ -84,6 +115,11 @@ class HausdorffDistanceMM(IgniteMetricHandler):
             reduction=reduction,
         )
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
+
+    def completed(self, engine, name) -> None:  # type: ignore[override]
+        """Store the mean as ignite does, plus ``name + "_undefined"``: the count of NaN (case, class) pairs."""
+        super().completed(engine, name)
+        engine.state.metrics[f"{name}_undefined"] = self.metric_fn.undefined_count()
 
 
 class ClassMetricsSaver(MetricsSaver):
