@@ -149,12 +149,14 @@ def write_enhanced(
     dimension_values: Sequence[Sequence[int]] | None = None,
     orientation: Sequence[float] = AXIAL,
     pixel_spacing: Sequence[float] = (0.7, 0.9),
+    dimension_keywords: Sequence[str] = ("StackID", "InStackPositionNumber", "TemporalPositionIndex"),
     **attrs,
 ) -> Path:
     """An Enhanced CT image: ``frames`` ``(F, Rows, Columns)``, geometry in the functional groups
     (PS3.3 C.7.6.16): orientation and pixel measures shared, position and rescale per frame. With
     ``dimension_values`` a DimensionIndexSequence (StackID, InStackPositionNumber, TemporalPositionIndex)
-    is written and each frame gets those DimensionIndexValues."""
+    is written (or one of ``dimension_keywords``) and each frame gets those DimensionIndexValues; a
+    single dimension is written as one value, which pydicom reads back as an ``int``, not a list."""
     frames = np.asarray(frames)
     ds = _base(ENHANCED_CT, generate_uid(), ExplicitVRLittleEndian, **attrs)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -172,7 +174,7 @@ def write_enhanced(
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
     if dimension_values is not None:
         dims = []
-        for keyword in ("StackID", "InStackPositionNumber", "TemporalPositionIndex"):
+        for keyword in dimension_keywords:
             item = Dataset()
             item.DimensionIndexPointer = keyword
             item.FunctionalGroupPointer = "FrameContentSequence"
@@ -191,7 +193,8 @@ def write_enhanced(
         item.PixelValueTransformationSequence = DicomSequence([pvt])
         if dimension_values is not None:
             fc = Dataset()
-            fc.DimensionIndexValues = [int(v) for v in dimension_values[f]]
+            values = [int(v) for v in dimension_values[f]]
+            fc.DimensionIndexValues = values[0] if len(values) == 1 else values
             item.FrameContentSequence = DicomSequence([fc])
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)

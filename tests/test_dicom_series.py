@@ -287,6 +287,42 @@ def test_enhanced_multiframe_with_two_time_points_loads_the_first(tmp_path):
     assert any("2 frame groups" in p for p in vol.meta["problems"])
 
 
+def test_enhanced_multiframe_with_a_single_dimension_index_loads(tmp_path):
+    import pydicom
+
+    frames = ramp_slices(3)
+    positions = [(0, 0, 4.0), (0, 0, 0.0), (0, 0, 2.0)]
+    write_enhanced(tmp_path / "one", frames, positions, dimension_values=[(3,), (1,), (2,)],
+                   dimension_keywords=("InStackPositionNumber",))
+    fc = pydicom.dcmread(tmp_path / "one").PerFrameFunctionalGroupsSequence[0].FrameContentSequence[0]
+    assert isinstance(fc.DimensionIndexValues, int)  # the layout that gave "'int' object is not iterable"
+    vol = load_dicom_series(tmp_path / "one")
+    assert vol.shape[-1] == 3
+    np.testing.assert_array_equal(vol[0, ..., 0].numpy(), frames[1].T.astype(np.float32))
+    # a single temporal dimension separates the two time points
+    write_enhanced(tmp_path / "time", ramp_slices(4), [(0, 0, 0.0), (0, 0, 2.0)] * 2,
+                   dimension_values=[(1,), (1,), (2,), (2,)], dimension_keywords=("TemporalPositionIndex",))
+    vol = load_dicom_series(tmp_path / "time")
+    assert vol.shape[-1] == 2 and any("2 frame groups" in p for p in vol.meta["problems"])
+
+
+def test_enhanced_multiframe_with_broken_functional_groups_is_a_clear_error(tmp_path):
+    import pydicom
+
+    path = write_enhanced(tmp_path / "enh", ramp_slices(2), [(0, 0, 0.0), (0, 0, 2.0)])
+    ds = pydicom.dcmread(path)
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    tag = Tag("ImagePositionPatient")  # written raw: pydicom refuses to set an invalid DS
+    ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence[0]._dict[tag] = RawDataElement(
+        tag, "DS", 6, b"1\\x\\2 ", 0, False, True)
+    ds.save_as(path)
+    with pytest.raises(VolumeError) as err:
+        load_dicom_series(tmp_path / "enh")
+    assert "enh" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_folder_with_two_image_series_asks_which(tmp_path):
     write_series(tmp_path / "one", [0.0, 2.0])
     write_series(tmp_path / "two", [0.0, 2.0, 4.0], series_uid=generate_uid())

@@ -106,6 +106,19 @@ def _floats(v, n: int) -> np.ndarray | None:
     return arr if arr is not None and arr.shape == (n,) else None
 
 
+def _as_list(v) -> list:
+    """A DICOM value as a list: pydicom returns one value (VM 1, e.g. a single DimensionIndexValues) bare,
+    several as a ``MultiValue``; absent / empty gives ``[]``."""
+    if v is None or v == "":
+        return []
+    if isinstance(v, (str, bytes, int, float)):
+        return [v]
+    try:
+        return list(v)
+    except TypeError:
+        return [v]
+
+
 def _group(frame: Dataset | None, shared: Dataset | None, name: str) -> Dataset | None:
     """First item of a functional group macro, per-frame value preferred over shared (PS3.3 C.7.6.16)."""
     for src in (frame, shared):
@@ -130,11 +143,9 @@ def _volume_key(ds: Dataset, frame: Dataset | None, shared: Dataset | None) -> t
     """
     key: list[int] = []
     fc = _group(frame, None, "FrameContentSequence")
-    values = list(fc.get("DimensionIndexValues") or []) if fc is not None else []
-    if isinstance(values, int):
-        values = [values]
-    pointers = [Tag(item.get("DimensionIndexPointer")) for item in ds.get("DimensionIndexSequence") or []
-                if item.get("DimensionIndexPointer") is not None]
+    values = _as_list(fc.get("DimensionIndexValues")) if fc is not None else []
+    pointers = [Tag(p) for item in ds.get("DimensionIndexSequence") or []
+                for p in _as_list(item.get("DimensionIndexPointer"))[:1]]
     if len(pointers) == len(values):  # without the DimensionIndexSequence the values cannot be interpreted
         key = [int(v) for v, ptr in zip(values, pointers) if ptr not in (_IN_STACK_POSITION, _IMAGE_POSITION)]
     return (tuple(key), _frame_type(frame, shared))
@@ -213,7 +224,11 @@ def planes_of(ds: Dataset, path: Path) -> PlaneSet:
         return PlaneSet([], "localizer")
     uid = sop_instance_of(ds)
     if "PerFrameFunctionalGroupsSequence" in ds:
-        return _enhanced_planes(ds, path, uid)
+        try:
+            return _enhanced_planes(ds, path, uid)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+            # a malformed functional group must end as a reason, not a traceback
+            return PlaneSet([], f"enhanced multi-frame image with unreadable functional groups ({type(e).__name__}: {e})")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         return PlaneSet([], "multi-frame image without per-frame geometry (functional groups)")
     pos = _floats(ds.get("ImagePositionPatient"), 3)
