@@ -253,3 +253,33 @@ def test_cli_usage_errors_and_lazy_api(tmp_path, capsys, monkeypatch):
     light = subprocess.run([sys.executable, "-c", "import m2f_med, sys; print('torch' in sys.modules)"],
                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert light.stdout.strip() == "False"
+
+
+def test_batch_loads_the_next_series_while_segmenting_the_current_one(data_dir, stub_bundle, tmp_path, monkeypatch):
+    import threading
+
+    import m2f_med.inference.predict as predict_mod
+
+    src = data_dir / "totalsegmentator" / "example_ct_sm.nii.gz"
+    inputs = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        inputs.append(shutil.copy(src, tmp_path / name / "ct.nii.gz"))
+    seen: list[tuple[str, str]] = []
+    real_load = predict_mod._load
+
+    def recording_load(job):
+        seen.append((job.source, threading.current_thread().name))
+        return real_load(job)
+
+    monkeypatch.setattr(predict_mod, "_load", recording_load)
+    ahead = predict(inputs, tmp_path / "ahead", bundle=stub_bundle, quiet=True)
+    assert [r["loaded_ahead"] for r in ahead["series"]] == [False, True, True]
+    threads = [name for _, name in seen]
+    assert not threads[0].startswith("m2f-prefetch") and all(t.startswith("m2f-prefetch") for t in threads[1:])
+    plain = predict(inputs, tmp_path / "plain", bundle=stub_bundle, quiet=True, prefetch=False)
+    assert [r["loaded_ahead"] for r in plain["series"]] == [False, False, False]
+    for a, b in zip(ahead["series"], plain["series"]):
+        ma = nib.load(tmp_path / "ahead" / a["key"] / "mask.nii.gz")
+        mb = nib.load(tmp_path / "plain" / b["key"] / "mask.nii.gz")
+        np.testing.assert_array_equal(np.asarray(ma.dataobj), np.asarray(mb.dataobj))

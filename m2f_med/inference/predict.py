@@ -290,7 +290,44 @@ def _check_input(volume, job: SeriesJob, model: BundleModel, declared: str | Non
                                       f"slices = {need} inputs, but the network takes {in_ch}")
 
 
-def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, Any]) -> dict[str, Any]:
+class _Prefetcher:
+    """Loads the next series in a background thread while the current one is segmented.
+
+    Decoding and resampling a DICOM series or a NIfTI file (pydicom, the JPEG decoders, nibabel's zlib,
+    NumPy) mostly run outside the GIL, so on two or more cores the next volume is ready when the current one
+    is done. At most one volume is loaded ahead (memory: two volumes at a time). A load that fails raises
+    when its series' turn comes, so it is recorded for that series like any other failure.
+    """
+
+    def __init__(self, jobs: Sequence[SeriesJob], enabled: bool = True) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._order = [j.key for j in jobs]
+        self._jobs = {j.key: j for j in jobs}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="m2f-prefetch") if enabled and len(jobs) > 1 else None
+        self._pending: dict[str, Any] = {}
+
+    def load(self, job: SeriesJob) -> tuple[Any, bool]:
+        """The volume of ``job`` and whether it was loaded ahead; starts loading the series after it."""
+        future = self._pending.pop(job.key, None)
+        volume = future.result() if future is not None else _load(job)
+        if self._pool is not None and job.key in self._order:  # next one loads while this one is segmented
+            i = self._order.index(job.key)
+            if i + 1 < len(self._order) and self._order[i + 1] not in self._pending:
+                nxt = self._jobs[self._order[i + 1]]
+                self._pending[nxt.key] = self._pool.submit(_load, nxt)
+        return volume, future is not None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for f in self._pending.values():
+                f.cancel()
+            self._pool.shutdown(wait=True)
+
+
+def _run_series(
+    job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, Any], loader: _Prefetcher | None = None
+) -> dict[str, Any]:
     """Segment one series and write its outputs; returns ``files``, ``timings`` and ``warnings``."""
     from m2f_med.io.writers import write_nifti
 
@@ -298,8 +335,12 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
     warnings: list[str] = []
     files: list[str] = []
     t = time.perf_counter()
-    volume = _load(job)
-    timings["load_s"] = time.perf_counter() - t
+    if loader is None:
+        volume, ahead = _load(job), False
+    else:
+        volume, ahead = loader.load(job)
+    timings["load_s"] = time.perf_counter() - t  # with prefetching: the time spent waiting for it
+
     _check_input(volume, job, model, opts.get("modality"))
     t = time.perf_counter()
     instances = None
@@ -363,6 +404,7 @@ def _run_series(job: SeriesJob, out: Path, model: BundleModel, opts: dict[str, A
         "modality": str(volume.meta.get("modality", "")),
         "inference_path": extras["path"],
         "inference_plan": extras.get("plan"),
+        "loaded_ahead": ahead,
         "slices_per_s": round(volume.shape[-1] / max(timings["inference_s"], 1e-9), 3),
         "voxels": extras["voxels"],
         "confidence": {k: (None if v is None else round(v, 4)) for k, v in extras["confidence"].items()},
@@ -493,6 +535,7 @@ def predict(
     plan: str | None = None,
     threads: int | None = None,
     backend: str = "auto",
+    prefetch: bool = True,
 ) -> dict[str, Any]:
     """Segment every series found in ``inputs`` and write masks, labels, statistics and a run report.
 
@@ -518,6 +561,7 @@ def predict(
         backend: ``"auto"`` (ONNX Runtime on CPU where an export of the input shape is cached, else eager),
             ``"onnx"`` (export once per shape, cached) or ``"torch"``; see
             :mod:`m2f_med.inference.onnx_backend`. The model is loaded once for the whole batch.
+        prefetch: load the next series in a background thread while the current one is segmented.
         modality: DICOM Modality to select; default the bundle's ``modality`` (if any). For files without a
             modality (NIfTI) it declares theirs: without it, a CT model refuses a file whose intensities do
             not look like HU (:func:`m2f_med.inference.modality.check_modality`).
@@ -574,6 +618,8 @@ def predict(
     log.info("%d series to segment, %d skipped, %d unresolved", len(todo),
              sum(j.skip is not None for j in jobs), sum(j.error is not None for j in jobs))
     bar = tqdm(total=len(todo), unit="series", disable=quiet, desc="series")
+    runnable = [j for j in todo if not (resume and _completed(out_root / j.key, fingerprint) is not None)]
+    loader = _Prefetcher(runnable, enabled=prefetch)
     for n, job in enumerate(jobs, 1):
         record: dict[str, Any] = {"key": job.key, "kind": job.kind, "input": job.input, "source": job.source,
                                   "series_uid": job.series_uid, **job.extra}
@@ -594,7 +640,7 @@ def predict(
             out.mkdir(parents=True, exist_ok=True)
             t = time.perf_counter()
             try:
-                result = _run_series(job, out, model, run_opts)
+                result = _run_series(job, out, model, run_opts, loader)
                 record.update(status="done", reason=None, message=None, **result)
                 record["timings"]["total_s"] = time.perf_counter() - t
                 _write_json(out / DONE_NAME, {"fingerprint": fingerprint, "files": result["files"],
@@ -612,6 +658,7 @@ def predict(
         bar.update(1)
         _finish(report, out_root, t_start, final=False)
     bar.close()
+    loader.close()
     return _finish(report, out_root, t_start, final=True)
 
 
