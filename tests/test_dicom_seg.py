@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import shutil
+import subprocess
 
 import highdicom as hd
 import numpy as np
@@ -180,6 +182,9 @@ def test_segment_infos_set_algorithm_type_colour_and_tracking(tmp_path, ct3):
     got = {i["label_value"]: i for i in back.meta["segments"]}
     assert np.abs(np.subtract(got[5]["rgb"], (10, 200, 30))).max() <= 1
     assert got[5]["tracking_id"] == "lesion 1" and got[2]["algorithm_type"] == "SEMIAUTOMATIC"
+    if shutil.which("dciodvfy"):  # dicom3tools' independent validator (installed by .ci/run)
+        res = subprocess.run(["dciodvfy", str(out)], capture_output=True, text=True)
+        assert "Error" not in res.stderr, res.stderr[-2000:]
     with pytest.raises(VolumeError, match="must name its algorithm"):
         write_dicom_seg(make_volume(arr, liver.affine.numpy()), ct, tmp_path / "t.dcm",
                         segments=[SegmentInfo(1, "liver", algorithm_type="SEMIAUTOMATIC")])
