@@ -110,7 +110,7 @@ def check_training(cuda: bool, iterations: int) -> None:
                 wf.initialize()
                 trainer = wf.parser.get_parsed_content("train#trainer")
                 marks: list[float] = []
-                trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: marks.append(time.perf_counter()))
+                trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e, m=marks: m.append(time.perf_counter()))
                 wf.run()
                 wf.finalize()
                 per = (marks[-1] - marks[0]) / max(len(marks) - 1, 1)
