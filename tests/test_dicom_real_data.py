@@ -289,3 +289,36 @@ def test_crlm_series(data_dir):
     vol = load(data_dir, "tcia/crlm_liver_mets_ct_noseg/CRLM-CT-1004/ct_dicom")
     assert vol.shape == (1, 512, 512, 41) and vol.meta["problems"] == []
     assert vol.meta["spacing_mm"] == pytest.approx((0.796875, 0.796875, 5.0))
+
+
+@pytest.mark.parametrize(
+    "src,implicit,little",
+    [("MR_small_implicit.dcm", True, True), ("MR_small.dcm", False, True),
+     ("MR_small_bigendian.dcm", False, False), ("CT_small.dcm", False, True)],
+)
+def test_real_files_without_file_meta_or_preamble_load_as_with_it(data_dir, tmp_path, src, implicit, little):
+    """Old CD exports: no preamble, no file meta, 8.3 upper-case name without extension. pydicom infers
+    implicit/explicit VR and endianness (``force=True``); the values must equal the original file's."""
+    orig = data_dir / EDGE / "pydicom_testfiles" / src
+    ds = pydicom.dcmread(orig)
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.preamble = None
+    bare = tmp_path / "DICOM" / "IM000001"
+    bare.parent.mkdir()
+    ds.save_as(bare, implicit_vr=implicit, little_endian=little, enforce_file_format=False)
+    assert bare.read_bytes()[:2] in (b"\x08\x00", b"\x00\x08")  # no preamble, no meta group
+    before = bare.read_bytes()
+    vol = load_dicom_series(tmp_path / "DICOM")
+    ref = load_dicom_series(orig)
+    np.testing.assert_array_equal(vol.numpy(), ref.numpy())
+    np.testing.assert_allclose(vol.affine.numpy(), ref.affine.numpy())
+    assert bare.read_bytes() == before  # the input is never modified
+
+
+def test_compressed_file_without_file_meta_is_a_clear_error(data_dir, tmp_path):
+    ds = pydicom.dcmread(data_dir / EDGE / "pydicom_testfiles" / "MR_small_jp2klossless.dcm")
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.preamble = None
+    ds.save_as(tmp_path / "IM1", implicit_vr=False, little_endian=True, enforce_file_format=False)
+    with pytest.raises(VolumeError, match="IM1.*without file meta"):
+        load_dicom_series(tmp_path / "IM1")

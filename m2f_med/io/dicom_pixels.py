@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 from pydicom import uid as dcm_uid
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_decoder
 from pydicom.pixels.processing import apply_modality_lut
 
@@ -26,6 +26,7 @@ from m2f_med.io.errors import DecoderMissingError, VolumeError
 __all__ = [
     "DECODER_PACKAGES",
     "transfer_syntax",
+    "ensure_transfer_syntax",
     "check_decoder",
     "decode_frames",
     "rescale",
@@ -56,10 +57,44 @@ _NO_PLUGIN = "python-gdcm (pydicom has no plugin for it), or convert the files f
 
 
 def transfer_syntax(ds: Dataset) -> dcm_uid.UID:
-    """The dataset's TransferSyntaxUID (file meta); Implicit VR Little Endian when the file has no meta."""
+    """The dataset's TransferSyntaxUID (file meta). A file without one (no file meta: old CD exports, files
+    without the 128-byte preamble) gets the syntax pydicom inferred while reading it with ``force=True``
+    (``Dataset.original_encoding``: implicit/explicit VR, little/big endian), Implicit VR Little Endian if
+    nothing was inferred (PS3.5 A.1, the default syntax)."""
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    return dcm_uid.UID(str(ts)) if ts else dcm_uid.ImplicitVRLittleEndian
+    if ts:
+        return dcm_uid.UID(str(ts))
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or implicit:
+        return dcm_uid.ImplicitVRLittleEndian
+    return dcm_uid.ExplicitVRLittleEndian if little or little is None else dcm_uid.ExplicitVRBigEndian
+
+
+def _undefined_length(ds: Dataset, keyword: str) -> bool:
+    if keyword not in ds:
+        return False
+    elem = ds.get_item(keyword)  # raw when deferred: no value is read
+    return getattr(elem, "length", None) == 0xFFFFFFFF or bool(getattr(elem, "is_undefined_length", False))
+
+
+def ensure_transfer_syntax(ds: Dataset, path: str | os.PathLike | None = None) -> None:
+    """Give a dataset read without file meta the TransferSyntaxUID inferred by ``transfer_syntax`` (in
+    memory only; the file is not touched), so that pydicom can decode its pixel data.
+
+    Raises:
+        VolumeError: the pixel data is encapsulated (compressed), whose syntax cannot be inferred without
+            the file meta.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return
+    if _undefined_length(ds, "PixelData"):
+        raise VolumeError(path, "compressed (encapsulated) pixel data in a file without file meta: the transfer "
+                                "syntax is unknown; rewrite it with its meta (e.g. `dcmconv` or `gdcmconv`)")
+    if meta is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax(ds)
 
 
 def _describe(ts: dcm_uid.UID) -> str:
@@ -106,6 +141,7 @@ def decode_frames(ds: Dataset, path: str | os.PathLike | None = None) -> np.ndar
         raise VolumeError(path, "no pixel data")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise VolumeError(path, f"colour image (SamplesPerPixel {ds.SamplesPerPixel}); only grayscale is supported")
+    ensure_transfer_syntax(ds, path)
     check_decoder(ds, path)
     try:
         arr = ds.pixel_array
