@@ -109,7 +109,7 @@ def test_scl_slope_and_inter_are_applied_to_images(tmp_path):
 def test_4d_image_needs_a_volume_index(tmp_path):
     data = _ramp((4, 5, 6, 3))
     path = _save(tmp_path, nib.Nifti1Image(data, AFFINE))
-    with pytest.raises(VolumeError, match=r"holds 3 volumes.*volume_index") as err:
+    with pytest.raises(VolumeError, match=r"holds 3 volumes.*--volume-index") as err:
         load_image_file(path)
     assert str(path) in str(err.value)
     vol = load_image_file(path, volume_index=2)

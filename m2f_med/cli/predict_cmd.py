@@ -38,6 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--modality", default=None, help="DICOM Modality to select (default: the bundle's); for NIfTI/NRRD files, which "
                    "state none, the modality they are (a CT model refuses a file that does not look like HU "
                    "unless --modality CT is given)")
+    p.add_argument("--volume-index", type=int, default=None, metavar="N",
+                   help="which volume (0-based) of a 4-D NIfTI/NRRD input to segment (DICOM inputs ignore it)")
     p.add_argument("--resume", action="store_true", help="skip series already finished with the same settings")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (ignored on CPU)")
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             save_probability=args.save_probability, postprocess=not args.no_postprocess, amp=args.amp,
             amp_dtype=args.amp_dtype, flip_tta=args.tta, slab_size=args.slab_size,
             sw_batch_size=args.sw_batch_size, modality=args.modality, quiet=args.quiet, plan=args.plan,
-            threads=args.threads, backend=args.backend,
+            threads=args.threads, backend=args.backend, volume_index=args.volume_index,
         )
     except ValueError as err:
         from m2f_med.io.errors import VolumeError

@@ -76,6 +76,7 @@ class SeriesJob:
         series_uid: SeriesInstanceUID (DICOM).
         skip: reason the series is not segmented (excluded by the selection rules), else ``None``.
         error: reason the study could not be resolved to a series (counts as failed), else ``None``.
+        volume_index: which volume of a 4-D file to take (``predict --volume-index``), else ``None``.
     """
 
     key: str
@@ -87,6 +88,7 @@ class SeriesJob:
     skip: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    volume_index: int | None = None
 
 
 def _clean(text: str, limit: int = 40) -> str:
@@ -273,7 +275,7 @@ def _load(job: SeriesJob):
         return load_dicom_series(job.series)
     from m2f_med.io.image_files import load_image_file
 
-    return load_image_file(job.source)
+    return load_image_file(job.source, volume_index=job.volume_index)
 
 
 def _check_input(volume, job: SeriesJob, model: BundleModel, declared: str | None = None) -> None:
@@ -536,6 +538,7 @@ def predict(
     threads: int | None = None,
     backend: str = "auto",
     prefetch: bool = True,
+    volume_index: int | None = None,
 ) -> dict[str, Any]:
     """Segment every series found in ``inputs`` and write masks, labels, statistics and a run report.
 
@@ -566,6 +569,8 @@ def predict(
             modality (NIfTI) it declares theirs: without it, a CT model refuses a file whose intensities do
             not look like HU (:func:`m2f_med.inference.modality.check_modality`).
         quiet: no progress bars.
+        volume_index: which volume (0-based) of each 4-D NIfTI/NRRD input to segment; ``None``: a 4-D file
+            fails with a message naming ``--volume-index`` (DICOM inputs ignore it).
 
     Returns:
         The run report (also written to ``output_dir/run_report.json``): ``environment``, ``bundle``,
@@ -602,7 +607,8 @@ def predict(
     options = {"formats": fmts, "series_rule": series_rule, "resume": resume, "statistics": statistics,
                "preview": preview, "save_probability": save_probability, "postprocess": postprocess,
                "amp": amp and dev.type == "cuda", "amp_dtype": amp_dtype, "flip_tta": flip_tta,
-               "slab_size": slab_size, "sw_batch_size": sw_batch_size, "plan": plan or model.inference_plan}
+               "slab_size": slab_size, "sw_batch_size": sw_batch_size, "plan": plan or model.inference_plan,
+               **({"volume_index": volume_index} if volume_index is not None else {})}
     fingerprint = _digest(json.dumps({k: v for k, v in options.items() if k != "resume"}, sort_keys=True)
                           + json.dumps(bundle_info, sort_keys=True, default=str), 32)
     jobs, unreadable = discover_inputs(inputs, series_rule, modality or model.modality)
@@ -612,6 +618,9 @@ def predict(
                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "backend": backend}, "bundle": bundle_info, "options": options,
         "summary": {}, "series": [], "unreadable_files": unreadable,
     }
+    for j in jobs:
+        if j.kind == "file":
+            j.volume_index = volume_index
     run_opts = {"modality": modality, "formats": fmts, "statistics": statistics, "preview": preview, "save_probability": save_probability,
                 "postprocess": postprocess, "progress": not quiet, "inferer": inferer_opts}
     todo = [j for j in jobs if j.skip is None and j.error is None]

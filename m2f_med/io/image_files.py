@@ -210,13 +210,13 @@ def _select_volume(p: Path, arr: np.ndarray, volume_index: int | None, problems:
             arr = arr.reshape(arr.shape[:3] + (int(np.prod(extra)),))
         n = arr.shape[3]
         if volume_index is None:
-            raise VolumeError(p, f"the file holds {n} volumes (shape {tuple(arr.shape)}); pick one with volume_index")
+            raise VolumeError(p, f"the file holds {n} volumes (shape {tuple(arr.shape)}); pick one with --volume-index N (volume_index= in Python)")
         if not -n <= volume_index < n:
-            raise VolumeError(p, f"volume_index {volume_index} out of range for {n} volumes")
+            raise VolumeError(p, f"--volume-index {volume_index} out of range for {n} volumes")
         arr = arr[..., volume_index]
         problems.append(f"took volume {volume_index % n} of {n}")
     elif volume_index not in (None, 0, -1):
-        raise VolumeError(p, f"volume_index {volume_index} given but the file holds a single volume")
+        raise VolumeError(p, f"--volume-index {volume_index} given but the file holds a single volume")
     return arr
 
 

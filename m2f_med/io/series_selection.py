@@ -31,6 +31,9 @@ from m2f_med.io.errors import VolumeError
 
 __all__ = ["SeriesSelectionError", "AmbiguousSeriesError", "NoSeriesError", "select_series", "series_exclusion"]
 
+# named by the command-line flags a user types; the Python argument in brackets
+CHOOSE = "choose one with --series UID (predict: --series-rule uid:UID; series_uid= in Python)"
+
 
 class SeriesSelectionError(VolumeError):
     """No single series could be chosen.
@@ -154,7 +157,7 @@ def select_series(
         want = f"{modality.upper()} " if modality else ""
         raise NoSeriesError(
             root,
-            f"no {want}image series to segment; pass series_uid to choose one of:\n{lines}",
+            f"no {want}image series to segment; {CHOOSE}:\n{lines}",
             excluded=excluded,
         )
 
@@ -162,7 +165,7 @@ def select_series(
     if len(studies) > 1:
         raise AmbiguousSeriesError(
             root,
-            f"candidate series belong to {len(studies)} studies; pass study_uid or series_uid:\n"
+            f"candidate series belong to {len(studies)} studies; {CHOOSE}:\n"
             f"{_listing(candidates)}",
             candidates=candidates,
             excluded=excluded,
@@ -182,7 +185,7 @@ def select_series(
     if len(best) > 1:
         raise AmbiguousSeriesError(
             root,
-            f"{len(best)} series fit equally well ({most} images each); pass series_uid:\n{_listing(best)}",
+            f"{len(best)} series fit equally well ({most} images each); {CHOOSE}:\n{_listing(best)}",
             candidates=best,
             excluded=excluded,
         )
