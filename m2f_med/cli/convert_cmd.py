@@ -7,13 +7,14 @@ The output suffix decides the direction:
   stderr, and with several equally good series the command refuses and lists them) → NIfTI.
 * ``m2f-med convert RS.dcm --reference SERIES -o OUT.nii.gz``: an RTSTRUCT → label map on the reference
   grid (one label per ROI; ``--fill boundary`` for the rt-utils/OpenCV convention). ``--reference`` is
-  required.
+  required. The ROI / segment names go to ``OUT.labels.json`` beside the NIfTI (``m2f_med.io.label_names``).
 * ``m2f-med convert SEG.dcm [--reference SERIES] -o OUT.nii.gz``: a DICOM-SEG → label map (segment numbers)
   on the reference grid, or on the SEG's own grid without ``--reference``.
 * ``m2f-med convert MASK.nii.gz --reference SERIES_DIR -o OUT.dcm [--labels labels.json]``: a label map →
   DICOM-SEG referencing the series' instances (like dcmqi's ``itkimage2segimage``). ``labels.json`` maps
   label values to names (``{"1": "liver", "2": "spleen"}``; keys that are not integers, like ``"_note"``,
-  are ignored); the names choose the SNOMED CT codes.
+  are ignored); the names choose the SNOMED CT codes. Without ``--labels`` the names come from the mask's
+  ``MASK.labels.json`` sidecar (or a ``labels.json`` of ours in its folder), as ``convert`` and napari write it.
 
 For RTSTRUCT/SEG input the label names are printed to stdout (``<id>\\t<name>``). Every failure is one
 line ``m2f-med: error: <path>: <message>`` on stderr and exit code 2.
@@ -110,6 +111,7 @@ def read_label_names(path: Path) -> dict[int, str]:
 def _to_nifti(args: argparse.Namespace) -> int:
     from m2f_med.io.dicom_seg import read_dicom_seg
     from m2f_med.io.errors import VolumeError
+    from m2f_med.io.label_names import write_label_names_beside
     from m2f_med.io.loader import dicom_object_kind, load_volume
     from m2f_med.io.rtstruct import load_rtstruct
     from m2f_med.io.writers import write_nifti
@@ -128,6 +130,8 @@ def _to_nifti(args: argparse.Namespace) -> int:
             label, names = read_dicom_seg(args.path, reference)
         _refuse_overwriting_inputs(args.output, [], reference)
         write_nifti(label, args.output, label=True)
+        # NIfTI cannot hold names: the sidecar lets NIfTI -> SEG (and napari) name the structures again
+        write_label_names_beside(args.output, names)
         for k, v in names.items():
             print(f"{k}\t{v}")
         _report_problems(label)
@@ -149,12 +153,13 @@ def _to_nifti(args: argparse.Namespace) -> int:
 def _to_seg(args: argparse.Namespace) -> int:
     from m2f_med.io.dicom_seg import write_dicom_seg
     from m2f_med.io.errors import VolumeError
+    from m2f_med.io.label_names import read_label_names_beside
     from m2f_med.io.loader import load_volume
 
     if args.reference is None:
         raise VolumeError(args.path, "DICOM-SEG output needs --reference (the DICOM series the mask was drawn on)")
     mask = load_volume(args.path, label=True, volume_index=args.volume_index)
-    names = read_label_names(args.labels) if args.labels else {}
+    names = read_label_names(args.labels) if args.labels else read_label_names_beside(args.path)
     reference = load_volume(args.reference, series_uid=args.reference_series or args.series, modality=args.modality)
     _refuse_overwriting_inputs(args.output, [], mask, reference)
     write_dicom_seg(mask, reference, args.output, labels=names, algorithm=None if args.manual else "m2f-med")
