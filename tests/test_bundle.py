@@ -513,3 +513,52 @@ def test_readme_torchrun_evaluate_lines_have_a_case_per_process():
         section = re.search(r"--evaluate_section (\w+)", command)
         section = section.group(1) if section else default
         assert len(datalist[section]) >= nproc, (command, section, len(datalist[section]))
+
+
+def test_pretrained_option_loads_a_save_pretrained_folder(data_dir, small_datalist, tmp_path):
+    """``--pretrained PATH``: the network starts from a local HF ``save_pretrained`` folder."""
+    from m2f_med.networks import Mask2FormerNet
+
+    torch.manual_seed(5)
+    source = Mask2FormerNet(preset="tiny", in_channels=3, num_classes=9)
+    source.hf_model.save_pretrained(tmp_path / "hf")
+    wf = _workflow(["train.yaml"], "train", dataset_dir=str(data_dir), datalist=str(small_datalist),
+                   pretrained=str(tmp_path / "hf"), **FAST_TRAIN)
+    wf.initialize()
+    net = wf.parser.get_parsed_content("network")
+    theirs, ours = source.hf_model.state_dict(), net.hf_model.state_dict()
+    decoder = [k for k in theirs if "transformer_module" in k and theirs[k].ndim == 2]
+    assert decoder and all(torch.equal(theirs[k], ours[k]) for k in decoder)
+    wf.finalize()
+    fresh = _workflow(["train.yaml"], "train", dataset_dir=str(data_dir), datalist=str(small_datalist), **FAST_TRAIN)
+    fresh.initialize()
+    other = fresh.parser.get_parsed_content("network").hf_model.state_dict()
+    assert not all(torch.equal(theirs[k], other[k]) for k in decoder)  # without it: a fresh network
+    fresh.finalize()
+
+
+def test_multi_modal_ct_and_pet_case_trains_one_iteration(data_dir, tmp_path):
+    """A datalist ``image`` listing two co-registered volumes (sarcoma CT 0.98 mm + PET 4.7 mm, resampled onto
+    the CT grid), each with its own intensity spec: 2 modalities x 3 slices = 6 input channels."""
+    sts = "tcia/soft_tissue_sarcoma/STS_001"
+    datalist = tmp_path / "ct_pet.json"
+    datalist.write_text(json.dumps({
+        "labels": {"1": "gtv_mass"},
+        "training": [{"image": [f"{sts}/CT/nifti/image/image.nii.gz", f"{sts}/PET/nifti/image/image.nii.gz"],
+                      "label": f"{sts}/CT/nifti/mask/mask.nii.gz"}],
+    }))
+    wf = _workflow(
+        ["train.yaml"], "train", dataset_dir=str(data_dir), datalist=str(datalist), labels={"1": "gtv_mass"},
+        intensity=[{"a_min": -160, "a_max": 240, "b_min": 0.0, "b_max": 1.0, "clip": True},
+                   {"mode": "percentile", "lower": 0.5, "upper": 99.5, "b_min": 0.0, "b_max": 1.0, "clip": True}],
+        ckpt_dir=str(tmp_path / "models"), log_dir=str(tmp_path / "logs"), output_dir=str(tmp_path / "eval"),
+        **{**FAST_TRAIN, "iterations_per_epoch": 1, "pixdim": [4.0, 4.0, -1.0]},
+    )
+    wf.initialize()
+    assert wf.parser.get_parsed_content("in_channels") == 6
+    sample = wf.parser.get_parsed_content("train#dataset")[0][0]
+    assert sample["image"].shape[0] == 6  # (CT, PET) x (z-1, z, z+1), after augmentation
+    wf.run()
+    wf.finalize()
+    ckpt = torch.load(tmp_path / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 1

@@ -363,3 +363,18 @@ def test_whole_slice_plan_on_a_real_scan_agrees_with_sliding_windows(data_dir):
     assert (a == b).mean() >= 0.95
     liver = 2 * ((a == 1) & (b == 1)).sum() / ((a == 1).sum() + (b == 1).sum())
     assert liver >= 0.85
+
+
+def test_per_channel_intensity_specs_for_multi_modal_images():
+    from m2f_med.inference.preprocessing import parse_intensity
+
+    ct = torch.linspace(-1000, 1000, 1000).reshape(1, 10, 10, 10)
+    pet = torch.linspace(0, 20, 1000).reshape(1, 10, 10, 10)
+    vol = torch.cat([ct, pet])
+    specs = [{"a_min": -160, "a_max": 240}, {"mode": "percentile", "lower": 0, "upper": 100}]
+    assert parse_intensity(specs)["mode"] == "per_channel"
+    out = intensity_transform(specs, vol)(vol)
+    np.testing.assert_allclose(out[0].numpy(), np.clip((ct[0].numpy() + 160) / 400, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(out[1].numpy(), pet[0].numpy() / 20, atol=1e-6)
+    with pytest.raises(ValueError, match="2 intensity specs for 1 image channel"):
+        intensity_transform(specs, ct)

@@ -18,6 +18,7 @@ from m2f_med.bundle.labels import RemapLabelsByNamed, mapping_by_name
 from m2f_med.bundle.partial import PartialLabelBatch
 from m2f_med.bundle.metrics import ClassMetricsSaver, HausdorffDistanceMM, PhysicalHausdorffDistanceMetric
 from m2f_med.bundle.schedules import make_lr_scheduler
+from m2f_med.bundle.transfer import with_pretrained
 from m2f_med.bundle.writer import AtomicNibabelWriter
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "read_label_names",
     "resume_checkpoint",
     "snake_case",
+    "with_pretrained",
 ]

@@ -2,7 +2,8 @@
 
 The file format is MONAI's (``monai.data.load_decathlon_datalist``, after the Medical Segmentation
 Decathlon ``dataset.json``): sections ``training`` / ``validation`` / ``test`` hold entries with ``image``
-(a NIfTI/NRRD/MHA file or a DICOM series folder) and ``label`` (a label map file, DICOM-SEG or RTSTRUCT).
+(a NIfTI/NRRD/MHA file or a DICOM series folder, or a list of co-registered volumes stacked as channels,
+each with its own entry of the bundle's ``intensity`` list) and ``label`` (a label map file, DICOM-SEG or RTSTRUCT).
 Two m2f-med additions, both optional:
 
 * a top-level ``labels`` dict, ``{source_id: name}``, saying what the ids in the label files mean
@@ -109,9 +110,13 @@ def load_datalist(
                 case[LABEL_NAMES_KEY] = {str(k): str(v) for k, v in names.items()}
         if check_files:
             for key in ("image", "label"):
-                if key in case and not Path(case[key]).exists():
+                paths = case.get(key, [])
+                # a multi-modal image lists several co-registered volumes (stacked as channels)
+                for one in paths if isinstance(paths, (list, tuple)) else [paths]:
+                    if Path(one).exists():
+                        continue
                     raise VolumeError(
-                        case[key],
+                        one,
                         f"listed as {key!r} in {path} [{section}] but not found; "
                         f"is the dataset folder right? (dataset_dir={base}; override with --dataset_dir)",
                     )

@@ -18,7 +18,9 @@ Intensity specification (the bundle's ``intensity`` key, see ``docs/bundle_contr
 * ``{"mode": "percentile", "lower": 0.5, "upper": 99.5, "b_min": 0, "b_max": 1, "clip": true}``: MR
   percentile normalisation → MONAI ``ScaleIntensityRangePercentiles`` semantics, with the percentiles taken
   once over the whole source volume;
-* ``None`` / ``{}``: intensities unchanged.
+* ``None`` / ``{}``: intensities unchanged;
+* a list of such specs, one per image channel (multi-modal input, e.g. ``[CT window, PET percentile]`` for
+  a datalist ``image`` that lists a CT and a PET volume): channel ``i`` gets spec ``i``.
 """
 
 from __future__ import annotations
@@ -48,18 +50,24 @@ __all__ = ["ModelSpace", "intensity_transform", "intensity_transformd", "parse_i
 _SPACING_RTOL = 1e-4
 
 
-def parse_intensity(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+def parse_intensity(spec: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
     """Validate an intensity spec and fill defaults.
 
     Args:
         spec: see the module docstring.
 
     Returns:
-        A dict with ``mode`` (``"none"``, ``"range"`` or ``"percentile"``) and the filled parameters.
+        A dict with ``mode`` (``"none"``, ``"range"``, ``"percentile"`` or ``"per_channel"`` with ``specs``,
+        one parsed spec per channel) and the filled parameters.
 
     Raises:
         ValueError: unknown mode, missing ``a_min``/``a_max``, or ``a_min >= a_max`` / ``lower >= upper``.
     """
+    if isinstance(spec, Sequence) and not isinstance(spec, (str, bytes)):
+        specs = [parse_intensity(one) for one in spec]
+        if not specs:
+            raise ValueError("a per-channel intensity list needs one spec per image channel; got []")
+        return {"mode": "per_channel", "specs": specs}
     if not spec:
         return {"mode": "none"}
     s = dict(spec)
@@ -97,11 +105,30 @@ def intensity_transformd(keys: Sequence[str] | str, spec: Mapping[str, Any] | No
         ValueError: invalid spec (see :func:`parse_intensity`).
     """
     p = parse_intensity(spec)
+    if p["mode"] == "per_channel":
+        return _PerChannelIntensityd(keys, spec)
     if p["mode"] == "range":
         return ScaleIntensityRanged(keys, p["a_min"], p["a_max"], p["b_min"], p["b_max"], clip=p["clip"])
     if p["mode"] == "percentile":
         return ScaleIntensityRangePercentilesd(keys, p["lower"], p["upper"], p["b_min"], p["b_max"], clip=p["clip"])
     return lambda data: dict(data)
+
+
+class _PerChannelIntensityd:
+    """Dictionary transform: channel ``i`` of each key mapped with spec ``i`` (percentiles per volume)."""
+
+    def __init__(self, keys: Sequence[str] | str, specs: Sequence[Mapping[str, Any]]):
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.specs = list(specs)
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        for key in self.keys:
+            img = d[key]
+            mapped = intensity_transform(self.specs, img)(img)
+            d[key] = mapped if isinstance(mapped, MetaTensor) or not isinstance(img, MetaTensor) else \
+                MetaTensor(mapped, meta=img.meta)
+        return d
 
 
 def intensity_transform(spec: Mapping[str, Any] | None, volume: torch.Tensor | None = None) -> Callable:
@@ -121,6 +148,14 @@ def intensity_transform(spec: Mapping[str, Any] | None, volume: torch.Tensor | N
         ValueError: invalid spec, or percentile mode without ``volume``.
     """
     p = parse_intensity(spec)
+    if p["mode"] == "per_channel":
+        specs = list(spec)
+        if volume is None:
+            raise ValueError("a per-channel intensity spec needs the volume (its channel count)")
+        if int(volume.shape[0]) != len(specs):
+            raise ValueError(f"{len(specs)} intensity specs for {int(volume.shape[0])} image channel(s)")
+        per = [intensity_transform(one, volume[i : i + 1]) for i, one in enumerate(specs)]
+        return lambda x: torch.cat([f(x[i : i + 1]) for i, f in enumerate(per)], 0)
     if p["mode"] == "none":
         return lambda x: x
     if p["mode"] == "percentile":

@@ -76,16 +76,26 @@ class M2FMedReader(ImageReader):
         vols = [img] if isinstance(img, torch.Tensor) else list(img)
         first = vols[0]
         ref_aff = np.asarray(first.affine, dtype=np.float64)
-        for v in vols[1:]:
+        arrays = []
+        problems = list(first.meta.get("problems", []))
+        for v in vols:
             same_grid = tuple(v.shape[1:]) == tuple(first.shape[1:]) and np.allclose(
                 np.asarray(v.affine, dtype=np.float64), ref_aff, atol=1e-4
             )
             if not same_grid:
-                raise VolumeError(
-                    v.meta.get("filename_or_obj"),
-                    f"grid differs from {first.meta.get('filename_or_obj')}: cannot stack as channels",
+                # co-registered volumes on another grid (e.g. PET at 4.7 mm beside CT at 0.98 mm): resample
+                # onto the first volume's grid by world position (MONAI SpatialResample, trilinear)
+                from monai.transforms import SpatialResample
+
+                if v.shape[0] < 1:
+                    raise VolumeError(v.meta.get("filename_or_obj"), "empty volume: cannot stack as channels")
+                v = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)(
+                    MetaTensor(v.float(), affine=torch.as_tensor(np.asarray(v.affine, dtype=np.float64))),
+                    dst_affine=torch.as_tensor(ref_aff), spatial_size=tuple(int(s) for s in first.shape[1:]),
                 )
-        arrays = [np.asarray(v.detach().cpu().numpy()) for v in vols]
+                problems.append(f"resampled {Path(str(vols[len(arrays)].meta.get('filename_or_obj'))).name} "
+                                "onto the first image's grid (trilinear) to stack it as a channel")
+            arrays.append(np.asarray(v.detach().cpu().numpy()))
         array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
         meta: dict[str, Any] = {k: v for k, v in first.meta.items() if k not in (MetaKeys.AFFINE,)}
         # MONAI's DataLoader collates meta values and fails on None (e.g. FrameNumbers of single-frame
@@ -94,6 +104,8 @@ class M2FMedReader(ImageReader):
             k: v for k, v in meta.items()
             if v is not None and not (isinstance(v, (list, tuple)) and any(x is None for x in v))
         }
+        if len(vols) > 1:
+            meta["problems"] = problems
         meta[MetaKeys.AFFINE] = ref_aff.copy()
         meta[MetaKeys.ORIGINAL_AFFINE] = np.asarray(
             first.meta.get(MetaKeys.ORIGINAL_AFFINE, ref_aff), dtype=np.float64
