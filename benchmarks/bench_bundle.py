@@ -48,6 +48,7 @@ def main() -> None:
         max_epochs=1,
         iterations_per_epoch=args.iterations,
         val_interval=1,
+        num_threads=args.threads,
         **common,
     )
     t0 = time.perf_counter()

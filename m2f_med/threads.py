@@ -51,18 +51,19 @@ def usable_cores() -> int:
     return max(1, n)
 
 
-def default_num_threads(processes: int | None = None) -> int:
-    """Intra-op threads per process: ``usable_cores() // processes`` (at least 1).
+def default_num_threads(processes: int | None = None, workers: int = 0) -> int:
+    """Intra-op threads per process: ``usable_cores() // processes - workers`` (at least 1).
 
     Args:
         processes: processes sharing the cores; ``None`` = ``LOCAL_WORLD_SIZE`` (set by torchrun) or 1.
+        workers: DataLoader worker processes of each of them (one thread each, busy while they augment).
     """
     if processes is None:
         try:
             processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         except ValueError:
             processes = 1
-    return max(1, usable_cores() // max(1, int(processes)))
+    return max(1, usable_cores() // max(1, int(processes)) - max(0, int(workers)))
 
 
 def prepare_environment() -> None:
@@ -70,25 +71,26 @@ def prepare_environment() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def configure_threads(num_threads: int | None = None) -> int:
+def configure_threads(num_threads: int | None = None, workers: int = 0) -> int:
     """Set torch's intra-op threads (``torch.set_num_threads``) and return the number set.
 
     Args:
         num_threads: threads to use; ``None`` or ``0`` = ``OMP_NUM_THREADS`` if the user set it, else
             :func:`default_num_threads`.
+        workers: DataLoader workers per process, left their cores (see :func:`default_num_threads`).
 
     Raises:
         ValueError: ``num_threads`` is negative.
 
     Note:
-        DataLoader worker processes run with one thread each (PyTorch sets that in every worker), so they
-        add their own cores' worth of load: on small machines give training ``num_workers`` <= cores - 1.
+        DataLoader worker processes run with one thread each (PyTorch sets that in every worker) and keep
+        their cores busy while they augment, hence ``workers``.
     """
     if num_threads is not None and int(num_threads) < 0:
         raise ValueError(f"num_threads must be >= 0; got {num_threads}")
     if not num_threads:
         env = os.environ.get("OMP_NUM_THREADS", "")
-        num_threads = int(env) if env.isdigit() and int(env) > 0 else default_num_threads()
+        num_threads = int(env) if env.isdigit() and int(env) > 0 else default_num_threads(workers=workers)
     import torch
 
     torch.set_num_threads(int(num_threads))

@@ -15,6 +15,9 @@ def test_threads_follow_cores_and_processes(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun ranks share the cores
     assert threads.default_num_threads() == 4
     assert threads.default_num_threads(processes=16) == 1
+    assert threads.default_num_threads(workers=2) == 2  # 8 cores / 2 ranks - 2 DataLoader workers
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert threads.default_num_threads(workers=9) == 1
 
 
 def test_configure_threads_sets_torch(monkeypatch):
