@@ -29,9 +29,10 @@ def _peak_rss_gib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=10, help="training iterations (one epoch)")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (0: train.yaml's num_threads rule)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:  # 0: the config's own rule (m2f_med.threads)
+        torch.set_num_threads(args.threads)
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
@@ -65,6 +66,7 @@ def main() -> None:
     n_val = len(train.parser.get_parsed_content("validate#datalist"))
     result = {
         "threads": args.threads,
+        "torch_threads": torch.get_num_threads(),
         "cache_volumes_s": round(t_cache, 1),
         "train_s_per_iteration": round((marks["val0"] - marks["train0"]) / args.iterations, 2),
         "slices_per_iteration": train.parser.get_parsed_content("train#num_samples")
