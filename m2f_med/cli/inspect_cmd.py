@@ -20,6 +20,8 @@ JSON output (``--json``), schema ``m2f-med/inspect/1`` - fields are only ever ad
             "instances": int,              # files
             "images": int,                 # 2-D images (frames), localizers not counted
             "excluded": str | null,        # why the selection rules never pick it automatically
+            "derived": bool,               # ImageType DERIVED: picked only when no ORIGINAL series is there
+            "folder": str,                 # folder holding its files, relative to "path" ("." for the top)
             "main": bool,                  # the series `convert` / `load_volume` picks without --series
             "labels": {str(id): name} | null,   # SEG segment labels / RTSTRUCT ROI names
             "volume": VOLUME | null,
@@ -28,9 +30,13 @@ JSON output (``--json``), schema ``m2f-med/inspect/1`` - fields are only ever ad
       ],
       "main_series": str | null,
       "selection": str,                    # how the main series was chosen, or why none was
-      "skipped_files": int                 # non-DICOM / unreadable files under the folder
+      "skipped_files": int,                # non-DICOM / unreadable files under the folder
+      "loadable": bool                     # false when an image series (or the image file) cannot be loaded
     }
-    VOLUME = {"format": str, "modality": str, "shape": [X, Y, Z], "spacing_mm": [sx, sy, sz],
+    VOLUME = {"format": str, "modality": str, "shape": [X, Y, Z],
+              "spacing_mm": [sx, sy, sz],  # voxel steps: lengths of the affine's columns
+              "plane_spacing_mm": float,   # distance between slice planes (differs from sz when the affine is
+                                           # sheared: gantry tilt)
               "orientation": str,          # nibabel axis code of the RAS affine, e.g. "LPS"
               "affine": [[4 floats] x 4],  # voxel index -> RAS mm
               "dtype": str, "problems": [str]}
@@ -64,7 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``inspect``; returns the exit code (0; errors propagate as ``VolumeError`` → exit 2)."""
+    """Run ``inspect``; returns the exit code: 0, or 1 when an image series found cannot be loaded (each
+    reason is printed); errors with the path itself propagate as ``VolumeError`` → exit 2."""
     from m2f_med.io.volume import array_volumes
 
     with array_volumes():  # describing needs no tensors: no torch / MONAI import, start-up well under 2 s
@@ -74,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(_as_text(report))
-    return 0
+    return 0 if report["loadable"] else 1
 
 
 def inspect_path(path: str | Path) -> dict[str, Any]:
@@ -99,7 +106,7 @@ def inspect_path(path: str | Path) -> dict[str, Any]:
         raise VolumeError(p, "no such file or folder")
     report: dict[str, Any] = {
         "schema": SCHEMA, "path": str(p), "type": "dicom", "image": None, "studies": [],
-        "main_series": None, "selection": "", "skipped_files": 0,
+        "main_series": None, "selection": "", "skipped_files": 0, "loadable": True,
     }
     if p.is_file() and image_format(p) is not None:
         report["type"] = "image_file"
@@ -130,14 +137,18 @@ def _inspect_dicom(p: Path, report: dict[str, Any]) -> None:
     else:
         index = index_dicom_tree(p)
     report["skipped_files"] = len(index.skipped)
+    root = p.parent if p.is_file() else p
     try:
-        main = select_series(index, modality=None).series_uid
+        chosen = select_series(index, modality=None)
+        main = chosen.series_uid
         report["main_series"] = main
-        n_img = sum(1 for s in index.series if series_exclusion(s) is None)
+        n_img = sum(1 for s in index.series if series_exclusion(s, allow_derived=True) is None)
         report["selection"] = "the only image series" if n_img == 1 else f"chosen by the selection rules among {n_img}"
+        if chosen.is_derived:
+            report["selection"] += "; DERIVED, taken as no ORIGINAL series is there"
     except VolumeError as err:
         main = None
-        report["selection"] = err.message.splitlines()[0]
+        report["selection"] = err.message.splitlines()[0].rstrip(":")
     for st in index.studies.values():
         series_out = []
         for s in st.series.values():
@@ -145,7 +156,8 @@ def _inspect_dicom(p: Path, report: dict[str, Any]) -> None:
             entry: dict[str, Any] = {
                 "series_uid": s.series_uid, "series_number": s.series_number, "modality": s.modality,
                 "description": s.description, "object": kinds, "instances": s.n_instances,
-                "images": s.n_images, "excluded": series_exclusion(s),
+                "images": s.n_images, "excluded": series_exclusion(s, allow_derived=True),
+                "derived": bool(s.is_derived), "folder": _folder_of(s.paths, root),
                 "main": s.series_uid == main, "labels": None, "volume": None, "error": None,
             }
             if kinds in ("SEG", "RTSTRUCT"):
@@ -154,9 +166,21 @@ def _inspect_dicom(p: Path, report: dict[str, Any]) -> None:
                 try:
                     entry["volume"] = _volume_info(load_dicom_series(s))
                 except VolumeError as err:
-                    entry["error"] = err.message
+                    entry["error"] = err.message.splitlines()[0]
+                    report["loadable"] = False
             series_out.append(entry)
         report["studies"].append({"study_uid": st.study_uid, "series": series_out})
+
+
+def _folder_of(paths, root: Path) -> str:
+    """The folder holding a series' files, relative to the inspected folder (absolute if outside it)."""
+    import os
+
+    try:
+        common = Path(os.path.commonpath([str(Path(q).resolve().parent) for q in paths]))
+        return str(common.relative_to(root.resolve())) if paths else "."
+    except ValueError:  # another drive, or outside the inspected folder
+        return str(Path(paths[0]).parent)
 
 
 def _object_labels(path: Path, kind: str) -> dict[str, str] | None:
@@ -184,11 +208,23 @@ def _volume_info(vol) -> dict[str, Any]:
         "modality": str(vol.meta.get("modality", "")),
         "shape": [int(s) for s in vol.shape[-3:]],
         "spacing_mm": [round(float(v), 6) for v in vol.meta.get("spacing_mm", ())],
+        "plane_spacing_mm": round(_plane_spacing(affine), 6),
         "orientation": orientation_code(affine),
         "affine": [[round(float(v), 6) for v in row] for row in affine],
         "dtype": str(vol.dtype).replace("torch.", ""),
         "problems": [str(x) for x in vol.meta.get("problems", [])],
     }
+
+
+def _plane_spacing(affine) -> float:
+    """Distance (mm) between neighbouring slice planes: the third column projected on the planes' normal.
+    Equal to the third column's length unless the affine is sheared (gantry tilt)."""
+    import numpy as np
+
+    m = np.asarray(affine, dtype=np.float64)[:3, :3]
+    normal = np.cross(m[:, 0], m[:, 1])
+    norm = float(np.linalg.norm(normal))
+    return abs(float(m[:, 2] @ normal)) / norm if norm > 0 else float(np.linalg.norm(m[:, 2]))
 
 
 def _as_text(report: dict[str, Any]) -> str:
@@ -206,22 +242,34 @@ def _as_text(report: dict[str, Any]) -> str:
             tag = "  [main]" if s["main"] else ""
             lines.append(f"  series {s['series_uid']}  {s['modality'] or '?'}  {s['object']}  "
                          f"{s['instances']} files  {s['description']!r}{tag}")
+            lines.append(f"    folder {s['folder']}")
             if s["excluded"]:
                 lines.append(f"    not selectable: {s['excluded']}")
+            elif s["derived"]:
+                lines.append("    DERIVED: picked only when no ORIGINAL series is there")
             if s["labels"]:
                 lines.append("    labels: " + ", ".join(f"{k}={v}" for k, v in s["labels"].items()))
             if s["volume"]:
                 lines.extend(_volume_lines(s["volume"], "    "))
             if s["error"]:
                 lines.append(f"    cannot load: {s['error']}")
-    lines.append(f"main series: {report['main_series'] or 'none'} ({report['selection']})")
+    main = [s for st in report["studies"] for s in st["series"] if s["main"]]
+    if main and main[0]["error"]:
+        lines.append(f"main series: {main[0]['series_uid']} ({report['selection']}), but it cannot be loaded")
+    else:
+        lines.append(f"main series: {report['main_series'] or 'none'} ({report['selection']})")
     return "\n".join(lines) + "\n"
 
 
 def _volume_lines(v: dict[str, Any], pad: str) -> list[str]:
     sp = " x ".join(f"{x:.4g}" for x in v["spacing_mm"])
+    if v["spacing_mm"] and abs(v["plane_spacing_mm"] - v["spacing_mm"][-1]) > 1e-3:
+        sp += (f" mm (voxel steps; the slice planes are {v['plane_spacing_mm']:.4g} mm apart: the slice step is "
+               "tilted against them)")
+    else:
+        sp += " mm"
     out = [
-        f"{pad}shape {'x'.join(str(s) for s in v['shape'])}  spacing {sp} mm  orientation {v['orientation']}  "
+        f"{pad}shape {'x'.join(str(s) for s in v['shape'])}  spacing {sp}  orientation {v['orientation']}  "
         f"{v['dtype']}" + (f"  modality {v['modality']}" if v["modality"] else ""),
         f"{pad}affine (voxel -> RAS mm): " + "; ".join(" ".join(f"{x:.4g}" for x in row) for row in v["affine"][:3]),
     ]
