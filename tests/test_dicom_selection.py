@@ -82,7 +82,7 @@ def test_tie_raises_with_the_tied_candidates():
     e = err.value
     assert isinstance(e, SeriesSelectionError) and isinstance(e, VolumeError)
     assert sorted(s.series_uid for s in e.candidates) == ["bone", "soft"]
-    assert "soft" in str(e) and "bone" in str(e) and "series_uid" in str(e)
+    assert "soft" in str(e) and "bone" in str(e) and "--series UID" in str(e)
 
 
 def test_explicit_uid_is_honoured_even_when_rules_would_not_pick_it():

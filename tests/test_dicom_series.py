@@ -329,6 +329,7 @@ def test_folder_with_two_image_series_asks_which(tmp_path):
     with pytest.raises(AmbiguousSeriesError) as err:
         load_dicom_series(tmp_path)
     assert len(err.value.candidates) == 2 and isinstance(err.value, VolumeError)
+    assert "--series UID" in str(err.value)
 
 
 def test_non_dicom_file_given_explicitly_is_named(tmp_path):

@@ -34,7 +34,7 @@ from m2f_med.io.dicom_pixels import decode_frames, modality_values
 from m2f_med.io.dicom_planes import ImagePlane, planes_of
 from m2f_med.io.dicom_stack import group_by_position, plan_stack
 from m2f_med.io.errors import VolumeError
-from m2f_med.io.series_selection import AmbiguousSeriesError, NoSeriesError, series_exclusion
+from m2f_med.io.series_selection import CHOOSE, AmbiguousSeriesError, NoSeriesError, series_exclusion
 from m2f_med.io.volume import (
     FOR_UID,
     MODALITY,
@@ -123,8 +123,7 @@ def _single_series_in(index: DicomIndex) -> list[Path]:
         raise NoSeriesError(index.root, f"no image series in this folder; found:\n{listing}")
     raise AmbiguousSeriesError(
         index.root,
-        f"{len(images)} image series in this folder; choose one with select_series(...) or by "
-        f"SeriesInstanceUID:\n{listing}",
+        f"{len(images)} image series in this folder; {CHOOSE}:\n{listing}",
         candidates=images,
     )
 
