@@ -174,8 +174,12 @@ def test_resume_continues_from_the_checkpoint(trained, data_dir, small_datalist,
     after = torch.load(run / "models" / "checkpoint_epoch=2.pt", weights_only=True)
     assert after["trainer"]["iteration"] == 4
     assert int(after["optimizer"]["state"][0]["step"]) == int(before["optimizer"]["state"][0]["step"]) + 2
-    epochs = [line.split(",")[0] for line in (run / "logs" / "training_log.csv").read_text().splitlines()[1:]]
+    rows = (run / "logs" / "training_log.csv").read_text().splitlines()
+    epochs = [line.split(",")[0] for line in rows[1:]]
     assert epochs == ["1", "2"]
+    # the checkpoint's 1-epoch poly schedule ended at lr 0; the resumed run follows its own 2-epoch one
+    lr = float(dict(zip(rows[0].split(","), rows[2].split(",")))["lr"])
+    assert lr == pytest.approx(wf.parser.get_parsed_content("learning_rate") * 0.5 ** 0.9, rel=1e-6)
 
 
 def test_evaluate_on_the_original_grid(trained, data_dir, small_datalist, tmp_path):

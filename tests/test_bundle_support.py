@@ -219,6 +219,36 @@ def _fake_trainer(losses_per_epoch, evaluator=None):
     return engine
 
 
+@pytest.mark.parametrize("schedule,warmup", [("poly", 0), ("poly", 1), ("cosine", 1)])
+def test_resume_with_a_larger_max_epochs_extends_the_schedule(tmp_path, schedule, warmup):
+    """2 epochs, then --resume --max_epochs 4: epochs 3 and 4 follow the 4-epoch schedule, not lr 0."""
+    from ignite.engine import Engine, Events
+    from monai.handlers import LrScheduleHandler
+
+    from m2f_med.bundle import ResumeCheckpointLoader
+
+    def run(max_epochs, resume=None):
+        net = torch.nn.Linear(2, 1)
+        opt = torch.optim.AdamW(net.parameters(), lr=0.01)
+        sched = make_lr_scheduler(opt, schedule, total_steps=max_epochs, warmup_steps=warmup)
+        trainer = Engine(lambda e, b: None)
+        LrScheduleHandler(sched, epoch_level=True, print_lr=False).attach(trainer)
+        lrs = []
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: lrs.append(opt.param_groups[0]["lr"]))
+        trainer.state.max_epochs, trainer.state.epoch_length = max_epochs, 1  # as SupervisedTrainer sets them
+        objs = {"model": net, "optimizer": opt, "lr_scheduler": sched, "trainer": trainer}
+        if resume is not None:
+            ResumeCheckpointLoader(load_path=str(resume), load_dict=objs)(trainer)
+        trainer.run([0])
+        torch.save({k: v.state_dict() for k, v in objs.items()}, tmp_path / f"ckpt{max_epochs}.pt")
+        return lrs
+
+    full = run(4)
+    run(2)
+    resumed = run(4, resume=tmp_path / "ckpt2.pt")
+    assert resumed == pytest.approx(full[2:]) and min(resumed) > 0
+
+
 def test_csv_log_rows_validation_columns_and_resume(tmp_path):
     log = tmp_path / "logs" / "training_log.csv"
     evaluator = SimpleNamespace(state=SimpleNamespace(epoch=0, metrics={}, metric_details={}))

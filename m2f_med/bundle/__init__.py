@@ -9,7 +9,7 @@ per-epoch CSV training log (``csv_log``), ``torch.export`` of a trained network 
 inferer is ``m2f_med.inference.SlicewiseInferer``.
 """
 
-from m2f_med.bundle.checkpoint import AtomicCheckpointSaver, latest_checkpoint, resume_checkpoint
+from m2f_med.bundle.checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint, resume_checkpoint
 from m2f_med.bundle.csv_log import CSVStatsHandler
 from m2f_med.bundle.datalist import fold_datalist, load_datalist, read_label_names
 from m2f_med.bundle.export import export_bundle_network
@@ -31,6 +31,7 @@ __all__ = [
     "PartialLabelBatch",
     "PhysicalHausdorffDistanceMetric",
     "RemapLabelsByNamed",
+    "ResumeCheckpointLoader",
     "export_bundle_network",
     "fold_datalist",
     "latest_checkpoint",

@@ -11,9 +11,9 @@ import os
 import re
 from pathlib import Path
 
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["AtomicCheckpointSaver", "latest_checkpoint", "resume_checkpoint", "CHECKPOINT_PATTERN"]
+__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "latest_checkpoint", "resume_checkpoint", "CHECKPOINT_PATTERN"]
 
 # ignite's name for interval checkpoints of several objects: "{prefix}_checkpoint_epoch={n}.pt"
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
@@ -103,3 +103,29 @@ def resume_checkpoint(ckpt_dir: str | os.PathLike, resume: object) -> str | None
     if not path.is_file():
         raise FileNotFoundError(f"{path}: resume checkpoint not found")
     return str(path)
+
+
+class ResumeCheckpointLoader(CheckpointLoader):
+    """``monai.handlers.CheckpointLoader`` that keeps this run's learning-rate schedule on resume.
+
+    Same arguments as ``CheckpointLoader``. The ``lr_scheduler`` in ``load_dict`` was built for this run's
+    ``max_epochs``; loading the checkpoint overwrites its horizon with the interrupted run's. When they
+    differ (``--resume true --max_epochs 300`` after a 200-epoch run) the horizon is set back and the
+    learning rate taken from the schedule at the checkpoint's epoch
+    (:func:`m2f_med.bundle.schedules.refit_schedule`), so the extra epochs are trained, not run at
+    learning rate 0. A ``max_epochs`` below the checkpoint's epoch is refused by MONAI's loader
+    (``ValueError``).
+    """
+
+    def __call__(self, engine) -> None:
+        from m2f_med.bundle.schedules import refit_schedule, schedule_horizon
+
+        sched = self.load_dict.get("lr_scheduler")
+        horizon = schedule_horizon(sched) if sched is not None else {}
+        super().__call__(engine)
+        if sched is not None and refit_schedule(sched, horizon):
+            self.logger.warning(
+                "resume: the checkpoint's learning-rate schedule was built for another max_epochs; continuing "
+                "this run's schedule (max_epochs %s) at epoch %s, lr %s",
+                engine.state.max_epochs, engine.state.epoch, [g["lr"] for g in sched.optimizer.param_groups],
+            )
