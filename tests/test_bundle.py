@@ -290,16 +290,16 @@ def test_train_and_inference_configs_agree():
         "roi_size",
         "sw_batch_size",
         "overlap",
-        "network_def",
+        "slice_network_def",
         "inferer",
     ):
         assert train[key] == infer[key], key
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     channels = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
     assert channels == {"0": "background", **train["labels"]}
-    assert (
-        meta["network_data_format"]["inputs"]["image"]["num_channels"] == 2 * train["num_context_slices"] + 1
-    )
+    # network_def takes the CT volume (1 channel, 3-D); the 2k+1 slice stack is built inside
+    assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1
+    assert len(meta["network_data_format"]["inputs"]["image"]["spatial_shape"]) == 3
 
 
 def test_real_datalist_keeps_the_held_out_scan_out_of_training(data_dir):
@@ -323,7 +323,7 @@ def test_metadata_and_network_io_verify():
         pytest.skip(f"MONAI metadata schema missing: {SCHEMA}")
     verify_metadata(meta_file=_cfg("metadata.json"), filepath=str(SCHEMA))  # offline: the file exists
     verify_net_in_out(
-        net_id="probability_network",
+        net_id="network_def",
         meta_file=_cfg("metadata.json"),
         config_file=_cfg("inference.yaml"),
         device="cpu",

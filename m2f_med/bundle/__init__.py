@@ -11,7 +11,7 @@ inferer is ``m2f_med.inference.SlicewiseInferer``.
 
 from m2f_med.bundle.checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint, resume_checkpoint
 from m2f_med.bundle.csv_log import CSVStatsHandler
-from m2f_med.bundle.datalist import fold_datalist, load_datalist, read_label_names
+from m2f_med.bundle.datalist import fold_datalist, load_datalist, read_label_names, require_cases
 from m2f_med.bundle.export import export_bundle_network
 from m2f_med.bundle.label_io import LoadLabeld, load_label, snake_case
 from m2f_med.bundle.labels import RemapLabelsByNamed, mapping_by_name
@@ -40,6 +40,7 @@ __all__ = [
     "make_lr_scheduler",
     "mapping_by_name",
     "read_label_names",
+    "require_cases",
     "resume_checkpoint",
     "snake_case",
     "with_pretrained",

@@ -20,13 +20,14 @@ import copy
 import json
 import os
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from monai.data import load_decathlon_datalist
 
 from m2f_med.io.errors import VolumeError
 
-__all__ = ["LABEL_NAMES_KEY", "SECTIONS", "fold_datalist", "load_datalist", "read_label_names"]
+__all__ = ["LABEL_NAMES_KEY", "SECTIONS", "fold_datalist", "load_datalist", "read_label_names", "require_cases"]
 
 LABEL_NAMES_KEY = "label_names"
 SECTIONS = ("training", "validation", "test")
@@ -188,3 +189,29 @@ def fold_datalist(
     if section == "validation":
         return [c for c in cases if c["patient"] in val]
     return [c for c in cases if c["patient"] not in test | val]
+
+
+def require_cases(data: Sequence[Mapping[str, Any]], datalist: str | os.PathLike, section: str) -> int:
+    """Check, at ``run`` time, that an inference config has cases to segment.
+
+    The bundle's default ``data`` (the datalist's ``section``) needs the sample-data folder; without it
+    ``data`` is empty so that the config still parses anywhere (MONAI Label, MONAI Deploy). Running with no
+    cases would silently do nothing, so ``run`` calls this first.
+
+    Args:
+        data: the ``data`` list of the config (dicts with ``"image"``).
+        datalist: the datalist file, named in the error.
+        section: the datalist section, named in the error.
+
+    Returns:
+        The number of cases.
+
+    Raises:
+        VolumeError: ``data`` is empty (says to pass ``--data`` or set ``M2F_MED_DATA``).
+    """
+    from m2f_med.data import DATA_ENV
+
+    if not data:
+        raise VolumeError(datalist, f"no cases to segment: pass --data \"[{{'image': ...}}]\" or set {DATA_ENV} "
+                                    f"to the sample-data folder for the {section!r} section")
+    return len(data)

@@ -320,6 +320,9 @@ def load_bundle(
         first = str(err).splitlines()[:6]
         raise VolumeError(ckpt, "weights do not fit network_def: " + " ".join(s.strip() for s in first)) from None
 
+    from m2f_med.networks import slice_network
+
+    network = slice_network(network)  # network_def is the volume probability wrapper; predict tiles slices
     blend = get("blend_mode", get("mode", "gaussian"))
     roi = get("roi_size")
     try:

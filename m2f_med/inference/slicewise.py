@@ -29,9 +29,10 @@ __all__ = ["SlicewiseInferer"]
 def _default_wrapper(network: Callable) -> tuple[Callable, str]:
     """Mask2Former networks → ``SemanticProbabilities`` (probabilities); anything else → logits + softmax."""
     try:
-        from m2f_med.networks import Mask2FormerNet, SemanticProbabilities
+        from m2f_med.networks import Mask2FormerNet, SemanticProbabilities, slice_network
     except ImportError:  # pragma: no cover
         return network, "softmax"
+    network = slice_network(network)  # the bundle's network_def (VolumeProbabilities) tiles its slice network
     if isinstance(network, Mask2FormerNet):
         return SemanticProbabilities(network), "none"
     if isinstance(network, SemanticProbabilities):
@@ -103,7 +104,9 @@ class SlicewiseInferer(Inferer):
         if inputs.ndim != 5:
             raise ValueError(f"SlicewiseInferer expects (B, C, X, Y, Z) inputs; got shape {tuple(inputs.shape)}")
         if self.network_wrapper is not None:
-            predictor, activation = self.network_wrapper(network), "none"
+            from m2f_med.networks import slice_network
+
+            predictor, activation = self.network_wrapper(slice_network(network)), "none"
         else:
             predictor, activation = _default_wrapper(network)
         activation = self.activation or activation

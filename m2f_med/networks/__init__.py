@@ -24,6 +24,7 @@ from .postprocess import (
 )
 from .pretrained import TransferReport, load_pretrained, transfer_weights
 from .targets import SliceTargets, label_to_targets
+from .volume_probabilities import VolumeProbabilities, slice_network
 
 __all__ = [
     "MarginalDiceCELoss",
@@ -47,4 +48,6 @@ __all__ = [
     "save_exported",
     "load_exported",
     "export_onnx",
+    "VolumeProbabilities",
+    "slice_network",
 ]
