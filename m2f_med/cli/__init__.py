@@ -17,7 +17,7 @@ from m2f_med import __version__
 
 __all__ = ["main", "build_parser"]
 
-SUBCOMMAND_MODULES = ("inspect_cmd", "convert_cmd", "predict_cmd")
+SUBCOMMAND_MODULES = ("inspect_cmd", "convert_cmd", "predict_cmd", "pacs_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,6 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "shape, cached), auto = ONNX where an export is cached, else PyTorch (default), torch")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: one per usable core, shared among torchrun ranks)")
+    p.add_argument("--from", dest="pull_from", default=None, metavar="URL_OR_AE",
+                   help="pull --study from this PACS first (DICOMweb URL or AET@host:port) into OUTDIR/pulled")
+    p.add_argument("--study", default=None, metavar="UID", help="StudyInstanceUID to pull (with --from)")
+    p.add_argument("--push", default=None, metavar="URL_OR_AE",
+                   help="store the DICOM-SEGs on this PACS afterwards (adds dicom-seg to --formats)")
+    p.add_argument("--aet", default="M2FMED", help="our DICOM AE title for --from / --push over DIMSE")
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars, errors only")
     g.add_argument("-v", "--verbose", action="store_true", help="log each series")
@@ -78,9 +84,24 @@ def run(args: argparse.Namespace) -> int:
         from m2f_med.sample_data import sample_ct_path
 
         inputs.append(str(sample_ct_path(args.sample)))
+    if args.pull_from:
+        from m2f_med.pacs.ops import pull
+
+        if not args.study:
+            print("m2f-med: error: --from needs --study UID", file=sys.stderr)
+            return 2
+        pulled = Path(args.output) / "pulled"
+        pull(args.pull_from, args.study, pulled, aet=args.aet)
+        inputs.append(str(pulled))
     if not inputs:
-        print("m2f-med: error: give at least one INPUT or --sample", file=sys.stderr)
+        print("m2f-med: error: give at least one INPUT, --sample or --from", file=sys.stderr)
         return 2
+    if args.push:
+        from m2f_med.pacs.target import parse_target
+
+        parse_target(args.push)  # a bad address fails before inference
+        if "dicom-seg" not in args.formats:
+            args.formats += ",dicom-seg"
     try:
         report = predict(
             inputs, args.output, bundle=args.bundle, formats=args.formats, series_rule=args.series_rule,
@@ -107,4 +128,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"m2f-med: failed: {r['key']}: {r.get('message') or r['reason']}", file=sys.stderr)
     if args.verbose:
         print(json.dumps(report["summary"]))
+    if args.push:
+        from m2f_med.pacs.ops import push
+        from m2f_med.pacs.pipeline import seg_files
+        from m2f_med.pacs.target import PacsError
+
+        segs = seg_files(report, args.output)
+        if not segs:
+            raise PacsError(args.push, "nothing to push: no DICOM-SEG was written (see run_report.json)")
+        n = push(args.push, segs, aet=args.aet)
+        if not args.quiet:
+            print(f"{n} DICOM-SEG(s) stored on {args.push}")
     return 1 if s["failed"] else 0

@@ -10,7 +10,8 @@ probabilities out (channel 0 background). Its state dict is the slice network's 
 or without the ``network.`` prefix), so the checkpoint format does not change. Ours.
 
 The bundle's inferer (:class:`~m2f_med.inference.SlicewiseInferer`) unwraps it and tiles slices in-plane;
-calling the wrapper directly runs whole slices, which is what a plain ``SimpleInferer`` would do.
+calling the wrapper directly runs the same inferer on whole slices, which is what a plain ``SimpleInferer``
+would do.
 """
 
 from __future__ import annotations
@@ -63,10 +64,7 @@ class VolumeProbabilities(nn.Module):
         Returns:
             ``(B, K + 1, X, Y, Z)`` float32 plain tensor; channels sum to 1 at every voxel.
         """
-        from m2f_med.transforms.slice_stack import SliceStack
-
-        from .mask2former import Mask2FormerNet
-        from .postprocess import SemanticProbabilities
+        from m2f_med.inference.slicewise import SlicewiseInferer
 
         if isinstance(x, MetaTensor):
             x = x.as_tensor()
@@ -74,20 +72,10 @@ class VolumeProbabilities(nn.Module):
             raise ValueError(f"VolumeProbabilities expects (B, C, X, Y, Z) input; got shape {tuple(x.shape)}")
         if self.in_channels is not None and x.shape[1] != self.in_channels:
             raise ValueError(f"VolumeProbabilities expects {self.in_channels} input channel(s); got {x.shape[1]}")
-        if isinstance(self.network, Mask2FormerNet):
-            predictor, activation = SemanticProbabilities(self.network), "none"
-        else:
-            predictor, activation = self.network, "softmax"
-        stack = SliceStack(self.num_context)
-        outs = []
-        for b in range(x.shape[0]):
-            slices = stack(x[b].float()).permute(3, 0, 1, 2)  # (Z, C(2k+1), X, Y)
-            parts = []
-            for s0 in range(0, slices.shape[0], self.slice_batch_size):
-                p = predictor(slices[s0 : s0 + self.slice_batch_size].contiguous())
-                parts.append(torch.softmax(p, 1) if activation == "softmax" else p)
-            outs.append(torch.cat(parts, 0).permute(1, 2, 3, 0))  # (K+1, X, Y, Z)
-        return torch.stack(outs, 0).float()
+        # the bundle inferer's own whole-slice path (2.5D stacks, padding rules, Mask2Former probabilities or
+        # softmax of logits), so that calling the model and running the inferer cannot disagree
+        inferer = SlicewiseInferer(num_context=self.num_context, roi_size=None, sw_batch_size=self.slice_batch_size)
+        return torch.as_tensor(inferer(x.float(), self.network)).float()
 
 
 def _accept_slice_network_keys(module, state_dict, prefix, *args) -> None:
