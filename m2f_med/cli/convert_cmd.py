@@ -55,6 +55,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``convert``; returns 0, raises ``VolumeError`` (→ exit 2) on bad input."""
+    from m2f_med.io.dicom_warnings import collect_pydicom_warnings
+
+    with collect_pydicom_warnings() as pydicom_warnings:  # one counted line per message, not one per element
+        try:
+            return _convert(args)
+        finally:
+            for line in pydicom_warnings.lines():
+                print(f"m2f-med: note: {line}", file=sys.stderr)
+
+
+def _convert(args: argparse.Namespace) -> int:
     from m2f_med.io.errors import VolumeError
 
     out: Path = args.output

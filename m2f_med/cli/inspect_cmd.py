@@ -72,10 +72,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run ``inspect``; returns the exit code: 0, or 1 when an image series found cannot be loaded (each
     reason is printed); errors with the path itself propagate as ``VolumeError`` → exit 2."""
+    from m2f_med.io.dicom_warnings import collect_pydicom_warnings
     from m2f_med.io.volume import array_volumes
 
-    with array_volumes():  # describing needs no tensors: no torch / MONAI import, start-up well under 2 s
+    # describing needs no tensors: no torch / MONAI import, start-up well under 2 s
+    with array_volumes(), collect_pydicom_warnings() as pydicom_warnings:
         report = inspect_path(args.path)
+    for line in pydicom_warnings.lines():  # while indexing; those while loading are in each volume's problems
+        print(f"m2f-med: note: {line}", file=sys.stderr)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")

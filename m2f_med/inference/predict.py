@@ -47,6 +47,7 @@ from m2f_med.inference.bundle_model import BundleModel, load_bundle
 from m2f_med.inference.inferer import resolve_device
 from m2f_med.inference.volume import predict_volume
 from m2f_med.io.atomic import atomic_write
+from m2f_med.io.dicom_warnings import collect_pydicom_warnings
 from m2f_med.io.errors import VolumeError
 
 __all__ = ["predict", "discover_inputs", "SeriesJob", "FORMATS", "SERIES_RULES", "DEFAULT_BUNDLE", "series_key"]
@@ -649,7 +650,9 @@ def predict(
             out.mkdir(parents=True, exist_ok=True)
             t = time.perf_counter()
             try:
-                result = _run_series(job, out, model, run_opts, loader)
+                with collect_pydicom_warnings() as pydicom_warnings:  # e.g. SEG writing reading the sources
+                    result = _run_series(job, out, model, run_opts, loader)
+                result["warnings"] = list(result.get("warnings", [])) + pydicom_warnings.lines()
                 record.update(status="done", reason=None, message=None, **result)
                 record["timings"]["total_s"] = time.perf_counter() - t
                 _write_json(out / DONE_NAME, {"fingerprint": fingerprint, "files": result["files"],

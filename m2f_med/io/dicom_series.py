@@ -33,6 +33,7 @@ from m2f_med.io.dicom_index import DicomIndex, SeriesInfo, index_dicom_tree, loo
 from m2f_med.io.dicom_pixels import decode_frames, modality_values
 from m2f_med.io.dicom_planes import ImagePlane, planes_of
 from m2f_med.io.dicom_stack import group_by_position, plan_stack
+from m2f_med.io.dicom_warnings import problems_with_pydicom_warnings
 from m2f_med.io.errors import VolumeError
 from m2f_med.io.series_selection import CHOOSE, AmbiguousSeriesError, NoSeriesError, series_exclusion
 from m2f_med.io.volume import (
@@ -212,6 +213,7 @@ def _drop_duplicates(stack: list[ImagePlane], pixels: _Pixels, where: Path, prob
     return kept
 
 
+@problems_with_pydicom_warnings
 def load_dicom_series(
     series: SeriesInfo | Sequence[str | os.PathLike] | str | os.PathLike,
     *,
