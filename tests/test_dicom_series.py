@@ -323,6 +323,30 @@ def test_enhanced_multiframe_with_broken_functional_groups_is_a_clear_error(tmp_
     assert "enh" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_overlong_values_are_one_problem_line_not_console_warnings(tmp_path, caplog):
+    import logging
+    import warnings
+
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    paths = write_series(tmp_path / "s", [0.0, 2.0, 4.0])
+    tag = Tag("StationName")  # SH: at most 16 characters; written raw as real exports do
+    for p in paths[1:]:
+        ds = pydicom.dcmread(p)
+        ds._dict[tag] = RawDataElement(tag, "SH", 18, b"STATION-NAME-18CHR", 0, False, True)
+        ds.save_as(p)
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as recwarn:
+        vol = load_dicom_series(tmp_path / "s")
+        assert pydicom.dcmread(paths[1]).StationName == "STATION-NAME-18CHR"  # read in full, and quietly
+    lines = [p for p in vol.meta["problems"] if "longer than their VR allows" in p]
+    assert lines == [f"2 values longer than their VR allows (kept in full): StationName (SH, > 16) x2; first in "
+                     f"{paths[1].name}"]
+    assert "exceeds the maximum length" not in caplog.text
+    assert not [w for w in recwarn if "exceeds the maximum length" in str(w.message)]
+
+
 def test_folder_with_two_image_series_asks_which(tmp_path):
     write_series(tmp_path / "one", [0.0, 2.0])
     write_series(tmp_path / "two", [0.0, 2.0, 4.0], series_uid=generate_uid())

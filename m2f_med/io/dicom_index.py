@@ -23,6 +23,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+import m2f_med.io.dicom_vr  # noqa: F401  (replaces pydicom's per-element overlong-value warnings; see there)
 from m2f_med.io.errors import VolumeError
 from m2f_med.io.image_files import is_image_file
 

@@ -35,6 +35,7 @@ from m2f_med.io.dicom_planes import ImagePlane, planes_of
 from m2f_med.io.dicom_stack import group_by_position, plan_stack
 from m2f_med.io.dicom_warnings import problems_with_pydicom_warnings
 from m2f_med.io.errors import VolumeError
+from m2f_med.io.dicom_vr import describe_overlong, overlong_values
 from m2f_med.io.series_selection import CHOOSE, AmbiguousSeriesError, NoSeriesError, series_exclusion
 from m2f_med.io.volume import (
     FOR_UID,
@@ -252,14 +253,20 @@ def load_dicom_series(
     problems: list[str] = []
     planes: list[ImagePlane] = []
     excluded: dict[str, list[Path]] = defaultdict(list)
+    overlong: dict[Path, list] = {}
     for path in paths:
-        found = planes_of(_read(path), path)
+        ds = _read(path)
+        if found_long := overlong_values(ds):
+            overlong[path] = found_long
+        found = planes_of(ds, path)
         problems.extend(found.notes)
         if found.excluded:
             excluded[found.excluded].append(path)
         planes.extend(found.planes)
     for reason, files in excluded.items():
         problems.append(f"excluded {len(files)} files ({reason}): {_few(files)}")
+    if line := describe_overlong(overlong):
+        problems.append(line)
     if not planes:
         why = "; ".join(f"{len(f)} {r}" for r, f in excluded.items())
         raise VolumeError(where, f"no image slices to stack ({why})")
