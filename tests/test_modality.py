@@ -52,7 +52,7 @@ def test_a_stated_modality_must_match(data_dir):
 
 
 def test_predict_refuses_mr_nifti_without_modality(data_dir, tmp_path):
-    from m2f_med.inference import predict
+    from m2f_med.inference.predict import predict
 
     report = predict([data_dir / "totalsegmentator/example_mr_sm.nii.gz"], tmp_path, quiet=True)
     (record,) = report["series"]
