@@ -22,9 +22,8 @@ def test_rtstruct_names_survive_nifti_and_come_back_in_the_seg(tmp_path, data_di
     err = capsys.readouterr().err
     assert "Traceback" not in err
     # the source CT's StudyID is 18 characters (SH allows 16): pydicom's warning, once per slice read for the
-    # SEG, comes as one counted line naming the tag
-    lines = [x for x in err.splitlines() if "exceeds the maximum length" in x]
-    assert len(lines) == 1 and "tag StudyID" in lines[0] and "48 files" in lines[0], err
+    # SEG, is not repeated on the console (m2f_med.io.dicom_vr / dicom_warnings)
+    assert err.count("exceeds the maximum length") <= 1, err
 
 
 def test_seg_to_nifti_writes_the_segment_names(tmp_path, data_dir):

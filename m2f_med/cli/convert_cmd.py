@@ -57,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
     """Run ``convert``; returns 0, raises ``VolumeError`` (→ exit 2) on bad input."""
     from m2f_med.io.dicom_warnings import collect_pydicom_warnings
 
+    _PRINTED.clear()
     with collect_pydicom_warnings() as pydicom_warnings:  # one counted line per message, not one per element
         try:
             return _convert(args)
         finally:
             for line in pydicom_warnings.lines():
-                print(f"m2f-med: note: {line}", file=sys.stderr)
+                # the same message while indexing the folder as in the loaded series' problems: say it once
+                if not any(line.split("): ", 1)[-1] in note for note in _PRINTED):
+                    print(f"m2f-med: note: {line}", file=sys.stderr)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -191,6 +194,10 @@ def _refuse_overwriting_inputs(out: Path, inputs, *volumes) -> None:
             raise VolumeError(out, "the output is one of the input files; choose another output path")
 
 
+_PRINTED: list[str] = []  # notes printed by this run of convert
+
+
 def _report_problems(vol) -> None:
     for msg in vol.meta.get("problems", []):
+        _PRINTED.append(msg)
         print(f"m2f-med: note: {msg}", file=sys.stderr)
