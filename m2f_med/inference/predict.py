@@ -31,6 +31,8 @@ import logging
 import os
 import platform
 import re
+import signal
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +63,8 @@ SERIES_RULES = ("per-study", "all", "uid:<SeriesInstanceUID>[,<UID>...]")
 DEFAULT_BUNDLE: Path | None = repo_root() / "bundles" / "m2f_ct_organs"
 
 REPORT_NAME = "run_report.json"
+# names of image files in a study tree that are label maps / masks (ours: mask.nii.gz, probability.nii.gz)
+_LABEL_NAME = re.compile(r"(^|[_.\-\s])(seg|segs|segmentation|label|labels|labelmap|mask|masks|probability)([_.\-\s]|$)")
 DONE_NAME = "done.json"
 
 
@@ -141,7 +145,8 @@ def _dicom_jobs(root: Path, given: str, rule: str, uids: list[str], modality: st
     def job(s, **kw) -> SeriesJob:
         folder = os.path.commonpath([str(p.parent) for p in s.paths]) if s.paths else str(root)
         return SeriesJob(key=series_key(s.series_uid), kind="dicom", input=given, source=folder, series=s,
-                         series_uid=s.series_uid, extra={"modality": s.modality, "images": s.n_images}, **kw)
+                         series_uid=s.series_uid, extra={"modality": s.modality, "images": s.n_images,
+                                                         "series_description": s.description}, **kw)
 
     if rule == "uid":
         for uid in uids:
@@ -191,8 +196,9 @@ def discover_inputs(
 
     Args:
         inputs: image files (NIfTI, NRRD, MHA, ...) and/or folders. A folder is indexed as a DICOM tree
-            (recursively; ``m2f_med.io.index_dicom_tree``); image files inside folders are not picked up
-            (they are often label maps), give them explicitly.
+            (recursively; ``m2f_med.io.index_dicom_tree``); image files inside it are segmented too, except
+            those named like label maps or masks (``seg``, ``label``, ``mask``, ``probability`` as a word of
+            the name), which are listed as skipped: give such a file explicitly to segment it.
         series_rule: ``"per-study"`` (``m2f_med.io.select_series`` per study: one series each),
             ``"all"`` (every series passing the selection filters), or ``"uid:UID1,UID2"``.
         modality: required DICOM Modality (e.g. the bundle's ``"CT"``), ``None`` for any.
@@ -225,7 +231,16 @@ def discover_inputs(
                                   error=err.message))
             continue
         jobs.extend(found)
-        unreadable.extend({"path": str(path), "reason": str(why)} for path, why in skipped)
+        for path, why in skipped:
+            path = Path(path)
+            if image_format(path) is None:
+                unreadable.append({"path": str(path), "reason": str(why)})
+            elif _LABEL_NAME.search(path.name.lower()):  # a label map or one of our outputs, not an image
+                jobs.append(SeriesJob(key=series_key(path=path), kind="file", input=str(given), source=str(path),
+                                      skip="an image file named like a label map or mask (seg/label/mask); "
+                                           "give it as an INPUT to segment it"))
+            else:  # NIfTI / NRRD / MHA volumes inside a study tree are segmented like DICOM series
+                jobs.append(SeriesJob(key=series_key(path=path), kind="file", input=str(given), source=str(path)))
     if rule == "uid":
         found_uids = {j.series_uid for j in jobs}
         for uid in uids:
@@ -372,8 +387,17 @@ def _run_series(
             from m2f_med.io.dicom_seg import write_dicom_seg
 
             algorithm = (model.metadata or {}).get("name") or "m2f-med"  # the model, named as the SEG's algorithm
-            write_dicom_seg(mask, volume, out / "mask.seg.dcm", labels=model.labels, algorithm=str(algorithm))
-            files.append("mask.seg.dcm")
+            if job.series is not None and (getattr(job.series, "uid_missing", False)
+                                           or not str(getattr(job.series, "study_uid", "") or "")):
+                warnings.append("dicom-seg not written: the series has no StudyInstanceUID/SeriesInstanceUID "
+                                "(anonymised), so a SEG could not reference it")
+            else:
+                try:  # the mask and the other outputs stand on their own; a SEG that cannot be made is a warning
+                    write_dicom_seg(mask, volume, out / "mask.seg.dcm", labels=model.labels,
+                                    algorithm=str(algorithm))
+                    files.append("mask.seg.dcm")
+                except VolumeError as err:
+                    warnings.append(f"dicom-seg not written: {err.message}")
     _write_json(out / "labels.json", labels)
     files.append("labels.json")
     if opts["save_probability"] and extras["probability"] is not None:
@@ -630,47 +654,64 @@ def predict(
     bar = tqdm(total=len(todo), unit="series", disable=quiet, desc="series")
     runnable = [j for j in todo if not (resume and _completed(out_root / j.key, fingerprint) is not None)]
     loader = _Prefetcher(runnable, enabled=prefetch)
-    for n, job in enumerate(jobs, 1):
-        record: dict[str, Any] = {"key": job.key, "kind": job.kind, "input": job.input, "source": job.source,
-                                  "series_uid": job.series_uid, **job.extra}
-        if job.skip is not None or job.error is not None:
-            record.update(status="skipped" if job.skip is not None else "failed", reason=job.skip or job.error,
-                          message=job.skip or job.error)
-            log.info("series %s: %s (%s)", job.key, record["status"], record["reason"])
+    # Ctrl-C / SIGTERM: the report says what was done (finished = null, interrupted set), then stop
+    in_main = threading.current_thread() is threading.main_thread()
+    old_handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    _SIGNAL_SEEN.clear()
+    try:
+        for n, job in enumerate(jobs, 1):
+            if _SIGNAL_SEEN:
+                raise _Terminated() if _SIGNAL_SEEN["name"] == "SIGTERM" else KeyboardInterrupt()
+            record: dict[str, Any] = {"key": job.key, "kind": job.kind, "input": job.input, "source": job.source,
+                                      "series_uid": job.series_uid, **job.extra}
+            if job.skip is not None or job.error is not None:
+                record.update(status="skipped" if job.skip is not None else "failed", reason=job.skip or job.error,
+                              message=job.skip or job.error)
+                log.info("series %s: %s (%s)", job.key, record["status"], record["reason"])
+                report["series"].append(record)
+                continue
+            out = out_root / job.key
+            previous = _completed(out, fingerprint) if resume else None
+            if previous is not None:
+                record.update(previous.get("record", {}), status="resumed")
+                log.info("series %s: already done, skipped (resume)", job.key)
+            else:
+                (out / DONE_NAME).unlink(missing_ok=True)  # from here on this folder is "not done"
+                _remove_partials(out)
+                out.mkdir(parents=True, exist_ok=True)
+                t = time.perf_counter()
+                try:
+                    with collect_pydicom_warnings() as pydicom_warnings:  # e.g. SEG writing reading the sources
+                        result = _run_series(job, out, model, run_opts, loader)
+                    result["warnings"] = list(result.get("warnings", [])) + pydicom_warnings.lines()
+                    record.update(status="done", reason=None, message=None, **result)
+                    record["timings"]["total_s"] = time.perf_counter() - t
+                    _write_json(out / DONE_NAME, {"fingerprint": fingerprint, "files": result["files"],
+                                                  "record": {k: v for k, v in record.items() if k != "status"}})
+                    log.info("series %s: done in %.1f s", job.key, record["timings"]["total_s"])
+                except Exception as err:  # noqa: BLE001 - one bad series must not stop the batch
+                    reason = str(err) if isinstance(err, VolumeError) else f"{type(err).__name__}: {err}"
+                    short = err.message if isinstance(err, VolumeError) else f"{type(err).__name__}: {err}"
+                    record.update(status="failed", reason=reason, message=short,
+                                  timings={"total_s": time.perf_counter() - t})
+                    log.warning("series %s (%d of %d) failed: %s", job.key, n, len(jobs), short)
+                    log.debug("series %s failure", job.key, exc_info=True)
+                gc.collect()
             report["series"].append(record)
-            continue
-        out = out_root / job.key
-        previous = _completed(out, fingerprint) if resume else None
-        if previous is not None:
-            record.update(previous.get("record", {}), status="resumed")
-            log.info("series %s: already done, skipped (resume)", job.key)
-        else:
-            (out / DONE_NAME).unlink(missing_ok=True)  # from here on this folder is "not done"
-            _remove_partials(out)
-            out.mkdir(parents=True, exist_ok=True)
-            t = time.perf_counter()
-            try:
-                with collect_pydicom_warnings() as pydicom_warnings:  # e.g. SEG writing reading the sources
-                    result = _run_series(job, out, model, run_opts, loader)
-                result["warnings"] = list(result.get("warnings", [])) + pydicom_warnings.lines()
-                record.update(status="done", reason=None, message=None, **result)
-                record["timings"]["total_s"] = time.perf_counter() - t
-                _write_json(out / DONE_NAME, {"fingerprint": fingerprint, "files": result["files"],
-                                              "record": {k: v for k, v in record.items() if k != "status"}})
-                log.info("series %s: done in %.1f s", job.key, record["timings"]["total_s"])
-            except Exception as err:  # noqa: BLE001 - one bad series must not stop the batch
-                reason = str(err) if isinstance(err, VolumeError) else f"{type(err).__name__}: {err}"
-                short = err.message if isinstance(err, VolumeError) else f"{type(err).__name__}: {err}"
-                record.update(status="failed", reason=reason, message=short,
-                              timings={"total_s": time.perf_counter() - t})
-                log.warning("series %s (%d of %d) failed: %s", job.key, n, len(jobs), short)
-                log.debug("series %s failure", job.key, exc_info=True)
-            gc.collect()
-        report["series"].append(record)
-        bar.update(1)
+            bar.update(1)
+            _finish(report, out_root, t_start, final=False)
+        bar.close()
+        loader.close()
+    except KeyboardInterrupt as err:
+        report["interrupted"] = _SIGNAL_SEEN.get("name") or ("SIGTERM" if isinstance(err, _Terminated) else "SIGINT")
+        bar.close()
+        loader.close()
         _finish(report, out_root, t_start, final=False)
-    bar.close()
-    loader.close()
+        raise
+    finally:
+        for sig, old in old_handlers.items():
+            if old is not None:  # None: a handler not installed from Python, left as it was
+                signal.signal(sig, old)
     return _finish(report, out_root, t_start, final=True)
 
 
@@ -681,4 +722,51 @@ def _finish(report: dict[str, Any], out_root: Path, t_start: float, final: bool)
     if final:
         report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _write_json(out_root / REPORT_NAME, report)
+    write_index(report, out_root)
     return report
+
+
+INDEX_COLUMNS = ("input", "source", "series_description", "modality", "output", "status", "message")
+
+
+def write_index(report: dict[str, Any], out_root: Path) -> None:
+    """``index.json`` and ``index.csv`` beside the run report: which input went to which output folder.
+
+    The output folders keep their hashed names (safe whatever the DICOM tags hold); the index makes them
+    findable. Columns: input path as given, source (file or series folder), SeriesDescription, Modality,
+    output folder (relative to ``out_root``; empty when nothing was written), status, message. No patient
+    names or IDs.
+    """
+    import csv
+    import io
+
+    rows = []
+    for r in report["series"]:
+        written = r["status"] in ("done", "resumed")
+        rows.append({"input": r.get("input", ""), "source": r.get("source", ""),
+                     "series_description": r.get("series_description", ""), "modality": r.get("modality", ""),
+                     "output": r["key"] if written else "", "status": r["status"],
+                     "message": r.get("message") or "; ".join(r.get("warnings") or [])})
+    _write_json(out_root / "index.json", rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(out_root / "index.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, handled like Ctrl-C: the report is written, then the run stops."""
+
+
+_SIGNAL_SEEN: dict[str, str] = {}
+
+
+def _on_signal(signum, frame):
+    # raised where the signal lands; an exception raised inside a __del__ would be swallowed (and printed)
+    # by Python, so there only the flag is set and the batch loop stops before the next series
+    name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
+    _SIGNAL_SEEN["name"] = name
+    if frame is None or frame.f_code.co_name != "__del__":
+        raise _Terminated() if name == "SIGTERM" else KeyboardInterrupt()
