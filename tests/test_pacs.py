@@ -300,3 +300,20 @@ def test_credentials_from_file_and_never_in_repr(tmp_path):
     f.write_text(json.dumps({"token": "tok123"}))
     c = load_credentials({ENV_FILE: str(f)})
     assert c.headers() == {"Authorization": "Bearer tok123"} and "tok123" not in repr(c)
+
+
+def test_cli_predict_from_a_pacs_and_push_the_seg_back(orthanc, ct_series, predicted_seg, pacs_env, tmp_path, capsys):
+    """``m2f-med predict --from URL --study UID --push AE``: WADO-RS in, C-STORE out, one command."""
+    from m2f_med.cli import main
+
+    _, study, series = ct_series
+    orthanc.delete_segs(study)
+    out = tmp_path / "out"
+    rc = main(["predict", "--from", orthanc.web, "--study", study, "--push", orthanc.ae, "-o", str(out), "-q"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert PASSWORD not in captured.out + captured.err
+    assert len(list((out / "pulled" / study / series).glob("*.dcm"))) == 3
+    segs = orthanc.segs_of(study)
+    assert len(segs) == 1
+    _check_seg_references(segs[0], study, series)
