@@ -409,7 +409,8 @@ def test_multi_gpu_train_runs_two_gloo_processes(data_dir, small_datalist, tmp_p
 
 @pytest.mark.slow
 def test_multi_gpu_evaluate_runs_two_gloo_processes(trained, data_dir, small_datalist, tmp_path):
-    """``multi_gpu_evaluate.yaml``: the two validation cases split over two processes, one report."""
+    """``multi_gpu_evaluate.yaml``: two cases split over two processes, one report (the two training cases of
+    the small datalist: its validation section has one case, fewer than the processes)."""
     out = tmp_path / "eval"
     overrides = {
         **FAST,
@@ -417,7 +418,7 @@ def test_multi_gpu_evaluate_runs_two_gloo_processes(trained, data_dir, small_dat
         "datalist": str(small_datalist),
         "ckpt_dir": str(trained / "models"),
         "output_dir": str(out),
-        "evaluate_section": "validation",
+        "evaluate_section": "training",
     }
     cmd = [
         sys.executable,
@@ -440,7 +441,7 @@ def test_multi_gpu_evaluate_runs_two_gloo_processes(trained, data_dir, small_dat
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = (out / "val_mean_dice_raw.csv").read_text().splitlines()
     assert len(rows) == 3  # header + both cases, gathered from the two processes
-    assert any("sub-spleen2_ct" in r for r in rows) and any("ct-3slice" in r for r in rows)
+    assert any("sub-spleen2_ct" in r for r in rows) and any("example_ct_sm" in r for r in rows)
 
 
 def test_unet_baseline_and_2d_variant_use_the_same_pipeline(data_dir, small_datalist, tmp_path):
