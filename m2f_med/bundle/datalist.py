@@ -19,8 +19,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from monai.data import load_decathlon_datalist

@@ -175,9 +175,9 @@ def get(target: PacsTarget, study_uid: str, out_dir: str | Path, series_uid: str
     Raises:
         PacsError: no association, a refusal, nothing matched, or a partial retrieve (failed sub-operations).
     """
+    import pynetdicom.sop_class as sop
     from pynetdicom import build_role, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GetModel
-    import pynetdicom.sop_class as sop
 
     ae = _ae(aet)
     ae.add_requested_context(GetModel)
@@ -210,9 +210,9 @@ def move(target: PacsTarget, study_uid: str, out_dir: str | Path, series_uid: st
     Raises:
         PacsError: as :func:`get`; also when ``move_port`` cannot be opened.
     """
+    import pynetdicom.sop_class as sop
     from pynetdicom import evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MoveModel
-    import pynetdicom.sop_class as sop
 
     written: list[Path] = []
     scp = _ae(aet)
