@@ -212,8 +212,16 @@ def test_mask_off_the_series_grid_or_without_dicom_reference_is_refused(tmp_path
 
 
 def test_resampled_slices_cannot_be_referenced(tmp_path, data_dir):
-    """pydicom's CT2 series has a gap; the loader fills it with interpolated slices (SOP UID None)."""
-    ct = load_volume(data_dir / "dicom_edge_cases/pydicom_testfiles/dicomdirtests/77654033/CT2")
+    """A real CT series with one slice taken out: the loader fills the gap with an interpolated slice (SOP UID
+    None), which a SEG cannot reference; an original slice can."""
+    src = data_dir / "tcia/crlm_liver_mets_ct_noseg/CRLM-CT-1004/ct_dicom"
+    z = {p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in src.glob("*.dcm")}
+    first7 = sorted(z, key=z.get)[:7]
+    (tmp_path / "ct").mkdir()
+    for p in first7[:3] + first7[4:]:
+        shutil.copy(p, tmp_path / "ct" / p.name)
+    ct = load_volume(tmp_path / "ct")
+    assert ct.shape[-1] == 7 and any("interpolated" in p or "invented" in p for p in ct.meta["problems"])
     uids = ct.meta["SOPInstanceUIDs"]
     original = [k for k, u in enumerate(uids) if u is not None]
     made_up = next(k for k, u in enumerate(uids) if u is None)
@@ -256,17 +264,26 @@ def test_dcmqi_liver_seg_on_its_ct_grid(ct3, data_dir):
     ["seg_image_ct_binary", "seg_image_ct_binary_fractional", "seg_image_ct_true_fractional", "seg_image_ct_binary_overlap"],
 )
 def test_highdicom_seg_variants_on_their_ct_series(data_dir, name):
+    """highdicom's SEGs of pydicom's CT2 series. CT2 holds one slice 202.5 mm away from the other three
+    (162x their spacing), so the loader keeps the three (gap limit, ``dicom_stack.REFUSE_GAP_FACTOR``); the
+    overlap SEG also has frames on the left-out slice, which fall outside that reference grid."""
     path = data_dir / f"dicom_edge_cases/highdicom_seg/{name}.dcm"
     ct = load_volume(data_dir / "dicom_edge_cases/pydicom_testfiles/dicomdirtests/77654033/CT2")
+    assert ct.shape[-1] == 3 and any("kept the largest part (3 slices), left out 1: 17106" in p for p in ct.meta["problems"])
+    kept_z = {round(float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]), 2)
+              for p in ct.meta["source_paths"]}
     label, names = read_dicom_seg(path, ct)
     own, _ = read_dicom_seg(path)
     assert tuple(label.shape) == tuple(ct.shape) and names[1] == "first segment"
-    np.testing.assert_array_equal(_world_voxels(label), _world_voxels(own))
-    raw = hd.seg.segread(path).get_volume(combine_segments=False).array
+    own_rows = _world_voxels(own)
+    on_kept = np.isin(own_rows[:, 2], sorted(kept_z))
+    assert on_kept.any() and (on_kept.all() or name.endswith("overlap"))
+    np.testing.assert_array_equal(_world_voxels(label), own_rows[on_kept])
+    raw = hd.seg.segread(path).get_volume(combine_segments=False).array  # (z, rows, cols, segments)
     if "fractional" in name:
         assert any("thresholded at 0.5" in p for p in label.meta["problems"])
         assert int((label.numpy() > 0).sum()) == int((raw[..., 0] >= 0.5).sum())
-    else:
+    elif not name.endswith("overlap"):
         assert int((label.numpy() > 0).sum()) == int(raw.max(-1).astype(bool).sum())
 
 

@@ -4,6 +4,7 @@ or the clear error. Real-data checks are in ``test_dicom_real_data.py``."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -405,3 +406,34 @@ def test_orientation_print_noise_stays_one_stack(tmp_path):
         write_slice(tmp_path / f"s{k}", ramp_slices(4)[k], (10.0, 20.0, 2.0 * k), orientation=iop)
     vol = load_dicom_series(tmp_path)
     assert vol.shape[-1] == 4 and vol.meta["problems"] == []
+
+
+def test_gap_over_the_limit_splits_the_series_and_keeps_the_largest_part(tmp_path):
+    from m2f_med.io.dicom_stack import REFUSE_GAP_FACTOR
+
+    assert REFUSE_GAP_FACTOR == 10
+    names = [f"s{k}" for k in range(6)]
+    write_series(tmp_path / "two_stacks", [0.0, 2.0, 4.0, 6.0, 28.0, 30.0], names=names)  # 22 mm = 11x 2 mm
+    for mode in ("resample", "error"):  # the kept part is uniform: no resampling either way
+        vol = load_dicom_series(tmp_path / "two_stacks", on_nonuniform=mode)
+        assert vol.shape[-1] == 4 and [Path(p).name for p in vol.meta["source_paths"]] == names[:4]
+        assert abs(float(vol.affine[2, 3]) - 0.0) < 1e-6 and abs(float(vol.affine[2, 2]) - 2.0) < 1e-6
+        assert None not in vol.meta["SOPInstanceUIDs"]
+        (line,) = [p for p in vol.meta["problems"] if "gap" in p]
+        assert line.startswith("a gap of 22.0 mm (11x the usual 2.00 mm spacing, limit 10x) splits the series")
+        assert "kept the largest part (4 slices), left out 2: s4, s5" in line
+    write_series(tmp_path / "halves", [0.0, 2.0, 4.0, 26.0, 28.0, 30.0])  # 3 + 3: no way to tell which
+    with pytest.raises(VolumeError, match=r"a gap of 22.0 mm .* into 2 parts .* equal \(3 slices each\)") as err:
+        load_dicom_series(tmp_path / "halves")
+    assert "halves" in str(err.value) and "\n" not in str(err.value)
+    write_series(tmp_path / "nine_x", [0.0, 2.0, 4.0, 6.0, 24.0])  # 18 mm = 9x: filled, with the warning
+    vol = load_dicom_series(tmp_path / "nine_x")
+    assert vol.shape[-1] == 13 and any(p.startswith("WARNING: a gap") for p in vol.meta["problems"])
+
+
+def test_plan_stack_refuses_a_gap_over_the_limit_as_a_backstop():
+    from m2f_med.io.dicom_stack import plan_stack
+
+    z = [0.0, 2.0, 4.0, 6.0, 28.0]
+    with pytest.raises(VolumeError, match=r"a gap of 22.0 mm .* 11x the usual 2.00 mm spacing \(limit 10x\)"):
+        plan_stack(np.array([[0.0, 0.0, v] for v in z]), (1, 0, 0, 0, 1, 0), (1.0, 1.0), where="x")

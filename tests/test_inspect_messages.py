@@ -44,3 +44,16 @@ def test_gantry_tilt_says_which_spacing_is_which(capsys, data_dir):
     code, out, _ = _inspect(capsys, data_dir / "dicom_edge_cases/dcm_qa_ct_GE_gantry_tilt", "--json")
     vol = json.loads(out)["studies"][0]["series"][0]["volume"]
     assert abs(vol["spacing_mm"][2] - 4.221) < 1e-3 and abs(vol["plane_spacing_mm"] - 4.002) < 1e-3
+
+
+def test_dicomdir_series_with_a_202_mm_gap_is_split_and_says_so(capsys, data_dir):
+    """pydicom's CT2: one slice 202.5 mm from the other three (162x their 1.25 mm spacing). Over the gap
+    limit (10x) the series is split: the three are loaded, the lone slice is named, nothing is invented."""
+    folder = data_dir / "dicom_edge_cases/pydicom_testfiles/dicomdirtests/77654033/CT2"
+    code, out, err = _inspect(capsys, folder)
+    assert code == 0 and "Traceback" not in err and "cannot load" not in out
+    assert ("a gap of 202.5 mm (162x the usual 1.25 mm spacing, limit 10x) splits the series: kept the largest "
+            "part (3 slices), left out 1: 17106") in out
+    code, out, _ = _inspect(capsys, folder, "--json")
+    vol = json.loads(out)["studies"][0]["series"][0]["volume"]
+    assert vol["shape"][-1] == 3 and not any("invented" in p or "interpolated" in p for p in vol["problems"])

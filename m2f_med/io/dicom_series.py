@@ -241,7 +241,9 @@ def load_dicom_series(
 
     Raises:
         VolumeError: unreadable file; no image to stack; two equally large stacks; conflicting duplicates
-            (different pixels at one position, e.g. a 4D series); images not on one line; non-uniform
+            (different pixels at one position, e.g. a 4D series); images not on one line; a gap wider than
+            10 median gaps (``dicom_stack.REFUSE_GAP_FACTOR``) splitting the series into largest parts of equal
+            size (unequal parts: the largest is loaded, the others named in ``problems``); non-uniform
             spacing with ``on_nonuniform="error"``; undecodable pixel data.
         DecoderMissingError: a compressed transfer syntax without an installed decoder (names the package).
         AmbiguousSeriesError / NoSeriesError: a folder with several / no image series.
@@ -274,6 +276,7 @@ def load_dicom_series(
     stack = _choose_stack(planes, where, problems)
     pixels = _Pixels()
     stack = _drop_duplicates(stack, pixels, where, problems)
+    stack = _split_at_wide_gap(stack, where, problems)
     first = stack[0]
     if first.pixel_spacing is None:
         problems.append("PixelSpacing missing: 1 mm x 1 mm pixels assumed")
@@ -318,6 +321,53 @@ def load_dicom_series(
         meta[SERIES_UID] or "(no SeriesInstanceUID)", tuple(data.shape), vol.meta["spacing_mm"], len(problems),
     )
     return vol
+
+
+def _split_at_wide_gap(stack: list[ImagePlane], where: Path, problems: list[str]) -> list[ImagePlane]:
+    """The gap limit (``dicom_stack.REFUSE_GAP_FACTOR``): a series whose slices are separated by a gap wider
+    than 10 median gaps is split there; the largest part is loaded and the others are named in ``problems``.
+    Parts of equal size are refused (no way to tell which is meant).
+
+    Args:
+        stack: planes sorted along the slice normal, one per position (``_drop_duplicates``).
+        where: the series path for messages.
+        problems: appended to.
+
+    Returns:
+        The planes of the largest part (``stack`` itself when no gap is over the limit).
+
+    Raises:
+        VolumeError: the largest parts are equal in size.
+    """
+    from m2f_med.io.dicom_index import slice_normal
+    from m2f_med.io.dicom_stack import REFUSE_GAP_FACTOR
+
+    if len(stack) < 3:
+        return stack
+    d = np.array([p.position @ slice_normal(stack[0].orientation) for p in stack])
+    gaps = np.diff(d)
+    usual = float(np.median(gaps))
+    cuts = [k + 1 for k in np.flatnonzero(gaps > REFUSE_GAP_FACTOR * usual)]
+    if not cuts or usual <= 0:
+        return stack
+    parts = [stack[a:b] for a, b in zip([0, *cuts], [*cuts, len(stack)])]
+    sizes = sorted((len(p) for p in parts), reverse=True)
+    widest = float(gaps.max())
+    if sizes[0] == sizes[1]:
+        raise VolumeError(
+            where,
+            f"a gap of {widest:.1f} mm ({widest / usual:.0f}x the usual {usual:.2f} mm spacing, limit "
+            f"{REFUSE_GAP_FACTOR:g}x) splits the series into {len(parts)} parts of which the largest are equal "
+            f"({sizes[0]} slices each): load the files of one part",
+        )
+    keep = max(parts, key=len)
+    left = [p for part in parts if part is not keep for p in part]
+    problems.append(
+        f"a gap of {widest:.1f} mm ({widest / usual:.0f}x the usual {usual:.2f} mm spacing, limit "
+        f"{REFUSE_GAP_FACTOR:g}x) splits the series: kept the largest part ({len(keep)} slices), left out "
+        f"{len(left)}: {_few(list(dict.fromkeys(p.path for p in left)))}"
+    )
+    return keep
 
 
 def _is_mosaic(plane: ImagePlane) -> bool:

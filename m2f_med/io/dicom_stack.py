@@ -20,6 +20,15 @@ caller's. The conventions follow ``docs/ARCHITECTURE.md``:
   neighbouring input planes, which for a tilted stack is interpolation along the tilted line on which
   voxel ``(i, j)`` of every plane lies. A gap wider than ``MAX_GAP_FACTOR`` times the median gap gets a
   WARNING in ``problems`` (more than three slices invented in a row, or two stacks bridged).
+* **Gap limit**: a gap wider than ``REFUSE_GAP_FACTOR`` (10) times the median gap (nine or more slices
+  missing in a row, e.g. 202 mm in a 4 mm series, which resampling would fill with 50 invented slices) is
+  never filled, whatever ``on_nonuniform`` says: such a series is two stacks or has lost a block of slices,
+  and no interpolated volume of it is trustworthy. ``load_dicom_series`` splits the series at such gaps
+  first and keeps the part with the most slices (naming the rest in ``problems``; equal parts are a
+  ``VolumeError``); ``plan_stack`` refuses any gap still over the limit as a backstop (e.g. a kept part whose
+  own median gap is smaller). Every DICOM path (``load_dicom_series``, hence ``load_volume``, ``convert``,
+  ``inspect``, ``predict``, the bundles' reader, napari) goes through here, so the rule is the same
+  everywhere.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from m2f_med.io.errors import VolumeError
 
 __all__ = [
     "MAX_GAP_FACTOR",
+    "REFUSE_GAP_FACTOR",
     "SAME_POSITION_MM",
     "StackLayout",
     "ResamplePlan",
@@ -47,6 +57,9 @@ SAME_POSITION_MM = 0.01
 
 # Gaps wider than this many median gaps (4 = more than three missing slices) are flagged when filled.
 MAX_GAP_FACTOR = 4.0
+
+# Gaps wider than this many median gaps (9 or more slices missing in a row) are refused, never filled.
+REFUSE_GAP_FACTOR = 10.0
 
 
 def position_tolerance_mm(spacing_mm: float) -> float:
@@ -183,8 +196,8 @@ def plan_stack(
         ``StackLayout`` with the LPS affine, tilt and (if needed) the resampling plan.
 
     Raises:
-        VolumeError: planes not on one straight line (variable tilt or several stacks), non-uniform
-            spacing with ``on_nonuniform="error"``.
+        VolumeError: planes not on one straight line (variable tilt or several stacks), a gap wider than
+            ``REFUSE_GAP_FACTOR`` median gaps (gap limit), non-uniform spacing with ``on_nonuniform="error"``.
         ValueError: ``on_nonuniform`` is not ``"resample"`` or ``"error"``.
     """
     if on_nonuniform not in ("resample", "error"):
@@ -246,13 +259,22 @@ def plan_stack(
 
     gaps = np.diff(d)
     summary = _gap_summary(gaps)
+    target = float(np.median(gaps))
+    k = int(np.argmax(gaps))
+    if gaps[k] > REFUSE_GAP_FACTOR * target:
+        raise VolumeError(
+            where,
+            f"a gap of {gaps[k]:.1f} mm between the slices at {along[k]:.1f} and {along[k + 1]:.1f} mm (from the "
+            f"first) is {gaps[k] / target:.0f}x the usual {target:.2f} mm spacing (limit {REFUSE_GAP_FACTOR:g}x): "
+            f"two stacks or a lost block of slices, which would be filled with "
+            f"{int(round(gaps[k] / target)) - 1} invented slices; load the files on each side separately",
+        )
     if on_nonuniform == "error":
         raise VolumeError(
             where,
             f"slice spacing is not uniform ({summary}): missing slices or variable increments; "
             "load with on_nonuniform='resample' to interpolate onto a uniform grid",
         )
-    target = float(np.median(gaps))
     plan = _resample_plan(d, target)
     out_spacing = float(plan.distances_mm[1] - plan.distances_mm[0])
     n_new = sum(src is None for src in plan.source)
