@@ -117,20 +117,45 @@ def test_gantry_tilt_variable_spacing_can_be_refused(data_dir):
         load_dicom_series(data_dir / GE, on_nonuniform="error")
 
 
-# --- one MR slice in 9 transfer syntaxes vs dcm2niix's references ---------------------------------------
+# --- one Siemens MOSAIC MR image in 9 transfer syntaxes vs dcm2niix's references ------------------------
 
 
 @pytest.mark.parametrize("k", range(1, 10))
 def test_transfer_syntax_decodes_to_reference_voxels(data_dir, k):
+    """Each file is one 384 x 384 Siemens MOSAIC (35 slices of 64 x 64 in 6 x 6 tiles); dcm2niix cuts it into
+    slices, so its NIfTI is the check for our split: same grid by world position (tile-0 position fix, slice
+    normal and spacing from the CSA header) and the same voxels, for every transfer syntax."""
     base = data_dir / EDGE / "dcm_qa_transfer_syntaxes"
     vol = load_dicom_series([base / "In" / f"{k}.dcm"])
-    mosaic = vol[0, :, :, 0].numpy()  # (X, Y) = (columns, rows) of the 384 x 384 Siemens mosaic
-    ref = np.asarray(nib.load(base / "Ref" / f"{k}.nii").dataobj)  # de-mosaiced by dcm2niix, rows flipped
-    n = ref.shape[0]
-    for s in range(ref.shape[2]):
-        tile = mosaic[(s % 6) * n:(s % 6 + 1) * n, (s // 6) * n:(s // 6 + 1) * n]
-        np.testing.assert_array_equal(tile[:, ::-1], ref[:, :, s])
-    assert any("MOSAIC" in p for p in vol.meta["problems"])
+    ref = nib.load(base / "Ref" / f"{k}.nii")
+    assert ref.shape == (64, 64, 35) and vol.shape == (1, 64, 64, 35)
+    np.testing.assert_array_equal(onto_our_grid(vol, np.asarray(ref.dataobj), ref.affine), vol[0].numpy())
+    assert any("MOSAIC image split into 35 slices of 64x64" in p for p in vol.meta["problems"])
+    uid = pydicom.dcmread(base / "In" / f"{k}.dcm", stop_before_pixels=True).SOPInstanceUID
+    assert vol.meta["SOPInstanceUIDs"] == [uid] * 35 and vol.meta[FRAME_NUMBERS] == [None] * 35
+
+
+def test_mosaic_without_csa_count_or_several_mosaics_are_clear_errors(tmp_path, data_dir):
+    src = data_dir / EDGE / "dcm_qa_transfer_syntaxes/In/1.dcm"
+    ds = pydicom.dcmread(src)
+    del ds[0x00291010]  # CSA image header: holds NumberOfImagesInMosaic
+    ds.save_as(tmp_path / "no_csa.dcm")
+    with pytest.raises(VolumeError, match="no_csa.dcm.*MOSAIC image whose CSA header gives no NumberOfImagesInMosaic") as err:
+        load_dicom_series([tmp_path / "no_csa.dcm"])
+    assert "\n" not in str(err.value)
+    (tmp_path / "fmri").mkdir()
+    for t in range(2):  # two time points of one run: two mosaics, not two slices
+        ds = pydicom.dcmread(src)
+        ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{t}"
+        ds.PixelData = (ds.pixel_array + t).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(tmp_path / "fmri" / f"t{t}.dcm")
+    with pytest.raises(VolumeError, match=r"2 different Siemens MOSAIC images: each is a whole 3-D volume .* load one file \(t0.dcm, t1.dcm\)"):
+        load_dicom_series(tmp_path / "fmri")
+
+
+def test_identical_mosaics_in_several_transfer_syntaxes_are_duplicates(data_dir):
+    vol = load(data_dir, f"{EDGE}/dcm_qa_transfer_syntaxes")
+    assert vol.shape == (1, 64, 64, 35) and "dropped 8 duplicate images (same position and same pixels)" in vol.meta["problems"]
 
 
 # --- enhanced multi-frame MR ----------------------------------------------------------------------------

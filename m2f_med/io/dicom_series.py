@@ -9,8 +9,9 @@ The steps, each in its own module:
    excluded and each exclusion is noted in ``meta["problems"]``; planes whose orientation, size or pixel
    spacing differ from the largest group (scouts, reformats) are excluded the same way;
 3. ``dicom_stack``: order by position along the slice normal (never InstanceNumber or file name), drop
-   identical duplicates (noted), refuse conflicting ones, detect gaps / variable spacing (resample or
-   refuse, per ``on_nonuniform``) and gantry tilt (sheared affine, noted);
+   identical duplicates (noted), refuse conflicting ones, split at gaps over the gap limit (largest part
+   kept, noted), detect gaps / variable spacing (resample or refuse, per ``on_nonuniform``) and gantry tilt
+   (sheared affine, noted); a Siemens MOSAIC image is instead cut into its slices (``dicom_mosaic``);
 4. ``dicom_pixels``: decode and rescale to float32 modality values (HU for CT).
 
 The result follows the volume contract of ``docs/ARCHITECTURE.md``: X along the DICOM row direction, Y along
@@ -30,12 +31,13 @@ import numpy as np
 import pydicom
 
 from m2f_med.io.dicom_index import DicomIndex, SeriesInfo, index_dicom_tree, looks_like_dicom, sop_class_of
+from m2f_med.io.dicom_mosaic import is_mosaic, split_mosaic
 from m2f_med.io.dicom_pixels import decode_frames, modality_values
 from m2f_med.io.dicom_planes import ImagePlane, planes_of
 from m2f_med.io.dicom_stack import group_by_position, plan_stack
+from m2f_med.io.dicom_vr import describe_overlong, overlong_values
 from m2f_med.io.dicom_warnings import problems_with_pydicom_warnings
 from m2f_med.io.errors import VolumeError
-from m2f_med.io.dicom_vr import describe_overlong, overlong_values
 from m2f_med.io.series_selection import CHOOSE, AmbiguousSeriesError, NoSeriesError, series_exclusion
 from m2f_med.io.volume import (
     FOR_UID,
@@ -275,8 +277,33 @@ def load_dicom_series(
 
     stack = _choose_stack(planes, where, problems)
     pixels = _Pixels()
-    stack = _drop_duplicates(stack, pixels, where, problems)
-    stack = _split_at_wide_gap(stack, where, problems)
+    if is_mosaic(stack[0].ds):
+        stack = _one_mosaic(stack, pixels, where, problems)
+        data, affine_lps, sources = _mosaic_volume(stack[0], pixels, problems)
+    else:
+        stack = _split_at_wide_gap(_drop_duplicates(stack, pixels, where, problems), where, problems)
+        data, affine_lps, sources = _stacked_volume(stack, pixels, where, problems, on_nonuniform)
+
+    datasets = list({id(p.ds): p.ds for p in stack}.values())
+    meta = _series_meta(datasets, problems)
+    multi = any(int(p.ds.get("NumberOfFrames", 1) or 1) > 1 for p in stack)
+    meta[SOP_UIDS] = [None if s is None else stack[s].sop_instance_uid for s in sources]
+    meta[FRAME_NUMBERS] = [None if s is None or not multi else stack[s].frame + 1 for s in sources]
+    used = list(dict.fromkeys(p.path for p in stack))
+    meta[SOURCE_PATHS] = [str(p) for p in used]
+    meta["filename_or_obj"] = str(where)
+    vol = make_volume(data, lps_to_ras_affine(affine_lps), **meta)
+    logger.info(
+        "loaded DICOM series %s: %s voxels, spacing %s mm, %d problems",
+        meta[SERIES_UID] or "(no SeriesInstanceUID)", tuple(data.shape), vol.meta["spacing_mm"], len(problems),
+    )
+    return vol
+
+
+def _stacked_volume(stack, pixels, where, problems, on_nonuniform):
+    """``(data (X, Y, Z) float32, affine_lps, sources)`` of a stack of distinct planes sorted along the normal:
+    ``plan_stack`` (uniform grid, resampled where needed); ``sources[k]`` is the plane index of output slice
+    k (``None``: interpolated)."""
     first = stack[0]
     if first.pixel_spacing is None:
         problems.append("PixelSpacing missing: 1 mm x 1 mm pixels assumed")
@@ -305,22 +332,43 @@ def load_dicom_series(
             else:
                 data[:, :, m] = ((1.0 - w) * pixels(stack[lo]) + w * pixels(stack[hi])).T
 
-    datasets = list({id(p.ds): p.ds for p in stack}.values())
-    meta = _series_meta(datasets, problems)
-    multi = any(int(p.ds.get("NumberOfFrames", 1) or 1) > 1 for p in stack)
-    meta[SOP_UIDS] = [None if s is None else stack[s].sop_instance_uid for s in sources]
-    meta[FRAME_NUMBERS] = [None if s is None or not multi else stack[s].frame + 1 for s in sources]
-    used = list(dict.fromkeys(p.path for p in stack))
-    meta[SOURCE_PATHS] = [str(p) for p in used]
-    meta["filename_or_obj"] = str(where)
-    vol = make_volume(data, lps_to_ras_affine(layout.affine_lps), **meta)
-    if _is_mosaic(first):
-        vol.meta[PROBLEMS].append("Siemens MOSAIC image: loaded as one 2D mosaic, not split into slices")
-    logger.info(
-        "loaded DICOM series %s: %s voxels, spacing %s mm, %d problems",
-        meta[SERIES_UID] or "(no SeriesInstanceUID)", tuple(data.shape), vol.meta["spacing_mm"], len(problems),
+    return data, layout.affine_lps, sources
+
+
+def _one_mosaic(stack: list[ImagePlane], pixels: _Pixels, where: Path, problems: list[str]) -> list[ImagePlane]:
+    """The one Siemens MOSAIC image of a series, identical copies (same position and pixels) dropped (noted).
+
+    Raises:
+        VolumeError: several different mosaics (each is a whole volume, e.g. fMRI time points).
+    """
+    members = sorted(stack, key=lambda p: (p.sop_instance_uid, p.frame, str(p.path)))
+    first = members[0]
+    ref = pixels(first)
+    different = [
+        m for m in members[1:]
+        if not (np.allclose(m.position, first.position) and np.array_equal(pixels(m), ref))
+    ]
+    if different:
+        files = sorted({p.path for p in [first, *different]})
+        raise VolumeError(
+            where,
+            f"{len(different) + 1} different Siemens MOSAIC images: each is a whole 3-D volume (e.g. fMRI time "
+            f"points or DWI directions), not a slice; load one file ({_few(files)})",
+        )
+    if len(members) > 1:
+        problems.append(f"dropped {len(members) - 1} duplicate images (same position and same pixels)")
+    return [first]
+
+
+def _mosaic_volume(plane: ImagePlane, pixels: _Pixels, problems: list[str]):
+    """``(data (X, Y, Z) float32, affine_lps, sources)`` of one Siemens MOSAIC image cut into its slices
+    (``dicom_mosaic.split_mosaic``); every slice's source is the mosaic instance (index 0)."""
+    data, affine_lps = split_mosaic(plane.ds, pixels(plane), plane.path)
+    problems.append(
+        f"Siemens MOSAIC image split into {data.shape[2]} slices of {data.shape[0]}x{data.shape[1]} "
+        "(NumberOfImagesInMosaic from the CSA header; geometry as nibabel's MosaicWrapper)"
     )
-    return vol
+    return data.astype(np.float32, copy=False), affine_lps, [0] * data.shape[2]
 
 
 def _split_at_wide_gap(stack: list[ImagePlane], where: Path, problems: list[str]) -> list[ImagePlane]:
@@ -368,10 +416,6 @@ def _split_at_wide_gap(stack: list[ImagePlane], where: Path, problems: list[str]
         f"{len(left)}: {_few(list(dict.fromkeys(p.path for p in left)))}"
     )
     return keep
-
-
-def _is_mosaic(plane: ImagePlane) -> bool:
-    return "MOSAIC" in [str(v).upper() for v in (plane.ds.get("ImageType") or [])]
 
 
 def _series_meta(datasets: list[pydicom.Dataset], problems: list[str]) -> dict:
