@@ -6,6 +6,7 @@ intensity), so the expected mask of a real CT is known exactly: ``round(clip(HU 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -235,7 +236,7 @@ def test_kill_and_resume(stub_bundle, tmp_path):
 
 
 def test_cli_usage_errors_and_lazy_api(tmp_path, capsys, monkeypatch):
-    import m2f_med.inference.predict as predict_module
+    predict_module = importlib.import_module("m2f_med.inference.predict")  # the package attribute is the function
 
     monkeypatch.setattr(predict_module, "DEFAULT_BUNDLE", None)
     code = main(["predict", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o")])
@@ -258,7 +259,7 @@ def test_cli_usage_errors_and_lazy_api(tmp_path, capsys, monkeypatch):
 def test_batch_loads_the_next_series_while_segmenting_the_current_one(data_dir, stub_bundle, tmp_path, monkeypatch):
     import threading
 
-    import m2f_med.inference.predict as predict_mod
+    predict_mod = importlib.import_module("m2f_med.inference.predict")  # the package attribute is the function
 
     src = data_dir / "totalsegmentator" / "example_ct_sm.nii.gz"
     inputs = []

@@ -12,6 +12,7 @@ Entry points:
 from m2f_med.inference.bundle_model import BundleModel, load_bundle, load_state_dict
 from m2f_med.inference.inferer import VolumeInferer
 from m2f_med.inference.postprocessing import postprocess_label
+
 # Imported eagerly on purpose: a lazy wrapper named ``predict`` was replaced by the submodule of the same name
 # the first time anything imported ``m2f_med.inference.predict``, so ``from m2f_med.inference import predict``
 # returned a module depending on test order.
