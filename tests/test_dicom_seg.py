@@ -279,6 +279,10 @@ def test_highdicom_seg_variants_on_their_ct_series(data_dir, name):
     on_kept = np.isin(own_rows[:, 2], sorted(kept_z))
     assert on_kept.any() and (on_kept.all() or name.endswith("overlap"))
     np.testing.assert_array_equal(_world_voxels(label), own_rows[on_kept])
+    left_out = [p for p in label.meta["problems"] if "outside the reference grid" in p]
+    assert left_out == ([f"{int((~on_kept).sum())} labelled voxels of the SEG lie outside the reference grid and "
+                         "were left out (a SEG of more slices than the reference holds, e.g. one side of a series "
+                         "split at the gap limit)"] if name.endswith("overlap") else [])
     raw = hd.seg.segread(path).get_volume(combine_segments=False).array  # (z, rows, cols, segments)
     if "fractional" in name:
         assert any("thresholded at 0.5" in p for p in label.meta["problems"])

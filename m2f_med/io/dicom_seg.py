@@ -361,8 +361,8 @@ def read_dicom_seg(
         distinct values (SEGs from other tools); ``names`` maps each value to its SegmentLabel.
         ``meta["segments"]`` lists one :class:`SegmentInfo` dict per segment (value, name, RGB from
         RecommendedDisplayCIELabValue, algorithm type and name, tracking id).
-        Overlaps (highest segment number wins) and fractional thresholding (≥ 0.5) are noted in
-        ``meta["problems"]``.
+        Overlaps (highest segment number wins), fractional thresholding (≥ 0.5) and labelled voxels that
+        fall outside the reference grid (left out) are noted in ``meta["problems"]``.
 
     Raises:
         VolumeError: the file is not a readable SEG, its frames do not form a regular 3-D grid, or its
@@ -448,6 +448,11 @@ def read_dicom_seg(
     if reference is not None:
         ref_affine = np.asarray(torch.as_tensor(reference.affine, dtype=torch.float64).cpu().numpy())
         ref_shape = tuple(int(s) for s in reference.shape[-3:])
+        if outside := _voxels_outside(label, affine, ref_affine, ref_shape):
+            problems.append(
+                f"{outside} labelled voxels of the SEG lie outside the reference grid and were left out (a SEG "
+                "of more slices than the reference holds, e.g. one side of a series split at the gap limit)"
+            )
         label = _resample_nearest(label, affine, ref_affine, ref_shape)
         affine = ref_affine
     return make_volume(label, affine, **meta), names
@@ -465,6 +470,18 @@ def _quiet_highdicom():
             yield
     finally:
         hd_log.setLevel(level)
+
+
+def _voxels_outside(src: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape) -> int:
+    """How many labelled voxels of ``src`` (X, Y, Z) have their centre outside the ``dst`` grid (half a voxel
+    beyond the first and last voxel centres along each axis), so that nearest-neighbour resampling drops them."""
+    idx = np.argwhere(src > 0)
+    if not len(idx):
+        return 0
+    m = np.linalg.inv(dst_affine) @ src_affine  # src voxel -> dst voxel
+    at = idx @ m[:3, :3].T + m[:3, 3]
+    inside = np.all((at > -0.5) & (at < np.asarray(dst_shape) - 0.5), axis=1)
+    return int(np.count_nonzero(~inside))
 
 
 def _resample_nearest(src: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape) -> np.ndarray:
