@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from m2f_med.inference.statistics import label_image_grid
+
 __all__ = [
     "LOW_CONFIDENCE",
     "REFERENCES",
@@ -138,14 +140,6 @@ def region_covered(meta: Mapping[str, Any], region: str | None) -> tuple[bool | 
     return None, None
 
 
-def _plain(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        x = x.as_tensor() if hasattr(x, "as_tensor") else x
-        return x.numpy()
-    return np.asarray(x)
-
-
 def body_mask(image: np.ndarray, step: int = 1) -> np.ndarray:
     """The patient: largest 3D component above -300 HU, holes filled slice by slice.
 
@@ -204,18 +198,8 @@ def quality_control(
     Raises:
         ValueError: label and image grids differ, or no affine is available.
     """
-    aff = affine if affine is not None else getattr(label, "affine", None)
-    if aff is None:
-        raise ValueError("quality_control needs an affine (voxel size in mm)")
-    aff = np.asarray(torch.as_tensor(aff, dtype=torch.float64).cpu().numpy())
-    voxel_ml = abs(float(np.linalg.det(aff[:3, :3]))) / 1000.0
     meta = dict(meta if meta is not None else getattr(image, "meta", {}) or {})
-    lab = _plain(label)
-    img = _plain(image)
-    lab = lab[0] if lab.ndim == 4 else lab
-    img = img[0] if img.ndim == 4 else img
-    if lab.shape != img.shape:
-        raise ValueError(f"label grid {lab.shape} differs from image grid {img.shape}")
+    lab, img, voxel_ml = label_image_grid(label, image, affine, "quality_control")
     names = {int(r["label"]): str(r["name"]) for r in rows}
     if region == "auto":
         region = _model_region(names)

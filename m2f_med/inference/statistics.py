@@ -36,6 +36,35 @@ def _plain(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def label_image_grid(label: Any, image: Any, affine: Any = None, caller: str = "statistics") -> tuple[np.ndarray, np.ndarray, float]:
+    """A label map and its image as plain ``(X, Y, Z)`` arrays on one grid, with the voxel volume.
+
+    Args:
+        label: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` label map (array, tensor or MetaTensor).
+        image: the image on the same grid, same layouts.
+        affine: ``(4, 4)`` voxel-to-world in mm; default ``label.affine``.
+        caller: named in the error when no affine is available.
+
+    Returns:
+        ``(label, image, voxel_ml)``: the arrays and the volume of one voxel in millilitres.
+
+    Raises:
+        ValueError: label and image grids differ, or no affine is available.
+    """
+    aff = affine if affine is not None else getattr(label, "affine", None)
+    if aff is None:
+        raise ValueError(f"{caller} needs an affine (voxel size in mm)")
+    aff = np.asarray(torch.as_tensor(aff, dtype=torch.float64).cpu().numpy())
+    voxel_ml = abs(float(np.linalg.det(aff[:3, :3]))) / 1000.0
+    lab = _plain(label)
+    img = _plain(image)
+    lab = lab[0] if lab.ndim == 4 else lab
+    img = img[0] if img.ndim == 4 else img
+    if lab.shape != img.shape:
+        raise ValueError(f"label grid {lab.shape} differs from image grid {img.shape}")
+    return lab, img, voxel_ml
+
+
 def structure_statistics(
     label: torch.Tensor | np.ndarray,
     image: torch.Tensor | np.ndarray,
@@ -62,17 +91,7 @@ def structure_statistics(
     Raises:
         ValueError: label and image grids differ, or no affine is available.
     """
-    aff = affine if affine is not None else getattr(label, "affine", None)
-    if aff is None:
-        raise ValueError("structure_statistics needs an affine (voxel size in mm)")
-    aff = np.asarray(torch.as_tensor(aff, dtype=torch.float64).cpu().numpy())
-    voxel_ml = abs(float(np.linalg.det(aff[:3, :3]))) / 1000.0
-    lab = _plain(label)
-    img = _plain(image)
-    lab = lab[0] if lab.ndim == 4 else lab
-    img = img[0] if img.ndim == 4 else img
-    if lab.shape != img.shape:
-        raise ValueError(f"label grid {lab.shape} differs from image grid {img.shape}")
+    lab, img, voxel_ml = label_image_grid(label, image, affine, "structure_statistics")
     names = {int(k): str(v) for k, v in labels.items()}
     n = max([*names, int(lab.max()) if lab.size else 0]) + 1
     count = np.zeros(n, dtype=np.int64)
