@@ -94,6 +94,10 @@ def test_shipped_model_finds_the_tumour_of_a_real_sts_patient(data_dir, tmp_path
     hit = inst == top["id"]
     assert np.sum(hit & ref) / np.sum(hit) > 0.4  # the best lesion lies on the tumour
     assert 0 <= top["score"] <= 1 and top["volume_ml"] > 1 and -100 < top["mean_intensity"] < 150
+    # lesion QC: a crop like the training data (197 mm): no scan-level warning; the tumour is not failed
+    assert doc["qc_settings"]["max_field_of_view_mm"] == 200 and doc["qc_scan"]["reasons"] == []
+    assert all(r["qc"] in ("ok", "check", "fail") for r in doc["instances"]) and top["qc"] != "fail"
+    assert not any(w.startswith("lesion QC") for w in rec["warnings"])
     # DICOM-SEG: one segment per lesion, own tracking ids, frames on the source instances
     seg = pydicom.dcmread(out / "instances.seg.dcm")
     labels = [s.SegmentLabel for s in seg.SegmentSequence]
@@ -127,3 +131,20 @@ def test_no_lesion_is_a_normal_outcome(tmp_path):
     assert doc["instances"] == [] and doc["note"] == "no lesion found"
     assert "no lesion found" in rec["warnings"]
     assert not np.asarray(nib.load(tmp_path / "out" / rec["key"] / "instances.nii.gz").dataobj).any()
+
+
+def test_whole_ct_is_flagged_as_unlike_the_training_crops(data_dir, tmp_path):
+    """The TotalSegmentator example series: 512 x 512 slices (500 mm across), far larger than the sarcoma
+    crops the lesion model was trained on. Whatever it finds there is flagged, and the series says why."""
+    from m2f_med.inference.predict import predict
+
+    series = data_dir / "totalsegmentator" / "example_ct_dicom"
+    report = predict([series], tmp_path, bundle=BUNDLE, formats="nifti", preview=True, quiet=True)
+    (rec,) = report["series"]
+    assert rec["status"] == "done", rec
+    qc_warnings = [w for w in rec["warnings"] if w.startswith("lesion QC")]
+    assert len(qc_warnings) == 1 and "500 x 500 mm" in qc_warnings[0] and "not validated" in qc_warnings[0]
+    doc = json.loads((tmp_path / rec["key"] / "instances.json").read_text())
+    assert doc["qc_scan"]["field_of_view_mm"][0] == pytest.approx(500, abs=2)
+    assert all(r["qc"] in ("check", "fail") for r in doc["instances"])
+    assert all(any("larger than the training images" in s for s in r["qc_reasons"]) for r in doc["instances"])

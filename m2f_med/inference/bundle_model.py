@@ -107,6 +107,8 @@ class BundleModel:
             (:mod:`m2f_med.inference.instances`).
         instance_settings: :class:`~m2f_med.inference.instances.InstanceSettings` (bundle key
             ``instance_inference``).
+        lesion_qc: :class:`~m2f_med.inference.lesion_qc.LesionQCSettings` (bundle key ``lesion_qc``): what the
+            training data covered, for the lesion QC of instance models.
     """
 
     network: nn.Module
@@ -130,6 +132,7 @@ class BundleModel:
     metadata: dict[str, Any] = field(default_factory=dict)
     thing_classes: tuple[int, ...] = ()
     instance_settings: Any = None
+    lesion_qc: Any = None
 
     def __post_init__(self) -> None:
         self.labels = {int(k): str(v) for k, v in self.labels.items()}
@@ -147,6 +150,10 @@ class BundleModel:
 
         if not isinstance(self.instance_settings, InstanceSettings):
             self.instance_settings = InstanceSettings.from_mapping(self.instance_settings)
+        from m2f_med.inference.lesion_qc import LesionQCSettings
+
+        if not isinstance(self.lesion_qc, LesionQCSettings):
+            self.lesion_qc = LesionQCSettings.from_mapping(self.lesion_qc, low_score=self.instance_settings.low_score)
         parse_intensity(self.intensity)
         self.network.eval()
         if self.backend not in ("auto", "torch", "onnx"):
@@ -346,6 +353,7 @@ def load_bundle(
             metadata=metadata,
             thing_classes=tuple(get("thing_classes", ()) or ()),
             instance_settings=get("instance_inference") or {},
+            lesion_qc=get("lesion_qc") or {},
         )
         ModelSpace(pixdim=model.pixdim, axcodes=model.axcodes, intensity=model.intensity)
         model.make_inferer()  # validates roi / overlap / mode

@@ -89,6 +89,9 @@ def write_lesion_seg(instances_volume: MetaTensor, reference: MetaTensor, path: 
                            series_description="m2f-med lesions (not for clinical use)")
 
 
+_QC_COLOURS = {"ok": (255, 255, 0), "check": (255, 160, 0), "fail": (255, 60, 60)}
+
+
 def render_lesion_preview(
     image: MetaTensor,
     instance_map: np.ndarray,
@@ -96,17 +99,21 @@ def render_lesion_preview(
     rows: Sequence[Mapping[str, Any]],
     modality: str = "",
     max_slices: int = 3,
+    scan_note: str = "",
 ) -> Path:
     """PNG of up to ``max_slices`` axial slices (through the centres of the highest-scoring lesions), each
-    lesion outlined in its colour and numbered with its id; "no lesion found" written on a middle slice.
+    lesion outlined in its colour and numbered with its id (followed by its QC verdict when that is not
+    "ok"); "no lesion found" written on a middle slice.
 
     Args:
         image: ``(C, X, Y, Z)`` MetaTensor (RAS affine); channel 0 is shown (CT soft-tissue window).
         instance_map: ``(X, Y, Z)`` instance ids on the same grid.
         path: output ``.png``, written atomically.
-        rows: the instance table (``id``, ``bbox_voxels``).
+        rows: the instance table (``id``, ``bbox_voxels``, optional ``qc``).
         modality: ``"CT"`` selects the -160..240 HU window, else the 1-99 percentiles.
         max_slices: number of slices shown.
+        scan_note: a short scan-level QC note written at the bottom of each slice (e.g. the input is larger
+            than the training images).
 
     Raises:
         ValueError: image and instance grids differ.
@@ -138,6 +145,8 @@ def render_lesion_preview(
         font = ImageFont.load_default(size=14)
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
+    # QC verdicts (m2f_med.inference.lesion_qc): "check" in orange, "fail" in red after the lesion's number
+    qc_of = {int(r["id"]): r.get("qc") for r in rows}
     tiles = []
     for z in sorted(zs):
         gray = np.clip((img[..., z] - lo_v) / (hi_v - lo_v), 0, 1) * 255
@@ -152,7 +161,12 @@ def render_lesion_preview(
         draw = ImageDraw.Draw(tile)
         for i in labels_here:
             ys, xs = np.nonzero(ids == i)
-            draw.text((int(xs.mean()) - 4, int(ys.mean()) - 7), str(i), fill=(255, 255, 0), font=font)
+            verdict = qc_of.get(i, "ok")
+            text = str(i) if verdict in ("ok", None) else f"{i} {verdict}"
+            draw.text((int(xs.mean()) - 4, int(ys.mean()) - 7), text, fill=_QC_COLOURS.get(verdict, (255, 255, 0)),
+                      font=font)
+        if scan_note:
+            draw.text((4, tile.height - 20), scan_note, fill=(255, 160, 0), font=font)
         if not rows:
             draw.text((4, 4), NO_LESION_NOTE, fill=(255, 255, 0), font=font)
         tiles.append(np.asarray(tile))

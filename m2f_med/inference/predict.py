@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -476,10 +477,17 @@ def _write_instances(volume, inst, model: BundleModel, out: Path, opts: dict[str
         write_lesion_seg,
     )
     from m2f_med.inference.instances import instance_table, write_instances_json
+    from m2f_med.inference.lesion_qc import lesion_quality_control
     from m2f_med.io.writers import write_nifti
 
     files = []
     rows = instance_table(inst, volume, model.labels, low_score=model.instance_settings.low_score)
+    # QC against what the model was trained on (m2f_med.inference.lesion_qc): an input unlike the training
+    # crops is said once per series, and each lesion carries its verdict
+    rows, qc_scan = lesion_quality_control(
+        rows, inst.instance_map, np.asarray(volume[0]), np.asarray(volume.affine), model.lesion_qc,
+        modality=str(volume.meta.get("modality") or model.modality or ""))
+    warnings.extend(f"lesion QC: {reason}" for reason in qc_scan["reasons"])
     ids = instance_volume(inst, volume)
     if "nifti" in opts["formats"]:
         write_nifti(ids, out / "instances.nii.gz", label=True)
@@ -499,12 +507,13 @@ def _write_instances(volume, inst, model: BundleModel, out: Path, opts: dict[str
         else:
             warnings.append("dicom-seg not written: no lesion found")
     write_instances_json(out / "instances.json", rows, model.labels, model.thing_classes, note=note,
-                         rule=rule, algorithm=algorithm,
+                         rule=rule, algorithm=algorithm, qc_settings=model.lesion_qc.as_dict(), qc_scan=qc_scan,
                          instance_map="instances.nii.gz", semantic_mask="mask.nii.gz", dicom_seg=seg_name)
     files.append("instances.json")
     if opts["preview"]:
         render_lesion_preview(volume, inst.instance_map, out / "preview.png", rows,
-                              modality=str(volume.meta.get("modality", "")))
+                              modality=str(volume.meta.get("modality", "")),
+                              scan_note="QC: input larger than the training images" if qc_scan["reasons"] else "")
         files.append("preview.png")
     return files
 

@@ -3,7 +3,9 @@
 A lesion result (``instances.nii.gz`` of ``m2f-med predict`` with ``instances.json`` beside it) opens as a
 Labels layer with one id per lesion; the reader puts each lesion's score into the layer's confidence, so
 the Review table (:class:`~napari_m2f_med._review_widget.ReviewWidget`, which this widget extends) shows
-volume, mean HU, score and the LOW flag per lesion. Rows are sorted by decreasing score.
+volume, mean HU, score, the LOW flag and the lesion QC verdict with its reasons
+(:mod:`m2f_med.inference.lesion_qc`, with the settings ``instances.json`` records) per lesion. Rows are sorted
+by decreasing score.
 
 Decisions, each one ``Labels.data_setitem`` call where voxels change, so one Ctrl+Z (or Undo) takes it
 back:
@@ -30,8 +32,9 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QGridLayout, QPushButton
 
+from napari_m2f_med._geometry import napari_affine_from_state
 from napari_m2f_med._layers import edited_values, layer_info
-from napari_m2f_med._review_widget import ReviewWidget
+from napari_m2f_med._review_widget import ReviewWidget, _state
 
 __all__ = ["LesionReviewWidget"]
 
@@ -71,10 +74,33 @@ class LesionReviewWidget(ReviewWidget):
         """The Review table of the layer's lesions (present voxels only), sorted by decreasing score."""
         super().refresh()
         self.rows = [r for r in self.rows if r["voxels"] > 0]
+        self._lesion_qc()
         for r in self.rows:
             r["status"] = self.status_of.get(int(r["label"]), "unreviewed")
         self.rows.sort(key=lambda r: (-(r.get("confidence") or 0.0), r["label"]))
         self._fill_table()
+
+    def _lesion_qc(self) -> None:
+        """Replace the organ QC of the rows by the lesion QC that ``m2f-med predict`` wrote (same settings,
+        ``instances.json`` ``qc_settings``; defaults without them), recomputed on the edited voxels."""
+        from m2f_med.inference.lesion_qc import LesionQCSettings, lesion_quality_control
+
+        layer = self.labels_layer
+        if layer is None or not self.rows:
+            return
+        info = layer_info(layer)
+        meta = dict(info.meta) if info is not None else {}
+        try:
+            settings = LesionQCSettings.from_mapping(meta.get("lesion_qc"))
+        except (TypeError, ValueError) as err:
+            self.status.setText(f"lesion QC settings ignored: {err}")
+            settings = LesionQCSettings()
+        image, image_meta = self._image_and_meta(layer)
+        affine = napari_affine_from_state(_state(layer))
+        self.rows, _ = lesion_quality_control(
+            self.rows, np.asarray(layer.data), image, affine, settings,
+            modality=str(image_meta.get("modality", "")) if image is not None else "",
+            id_key="label", score_key="confidence")
 
     def _scores(self) -> dict[int, float]:
         info = layer_info(self.labels_layer) if self.labels_layer is not None else None
@@ -214,6 +240,7 @@ class LesionReviewWidget(ReviewWidget):
 
         from m2f_med.inference.instance_outputs import write_lesion_seg
         from m2f_med.inference.instances import Instances, instance_table, write_instances_json
+        from m2f_med.inference.lesion_qc import LesionQCSettings, lesion_quality_control
         from m2f_med.io.writers import write_nifti
         from napari_m2f_med._writer import _label_volume, seg_export_problem
 
@@ -233,6 +260,15 @@ class LesionReviewWidget(ReviewWidget):
                          {i: float(scores.get(i, 1.0)) for i in present})
         image = reference if reference is not None else label
         rows = instance_table(inst, image, {1: "lesion"})
+        qc_settings = (info.meta.get("lesion_qc") if info is not None else None) or None
+        try:
+            settings = LesionQCSettings.from_mapping(qc_settings)
+        except (TypeError, ValueError):
+            settings, qc_settings = LesionQCSettings(), None
+        rows, _ = lesion_quality_control(
+            rows, ids, np.asarray(reference[0]) if reference is not None else None,
+            np.asarray(image.affine, dtype=np.float64), settings,
+            modality=str(reference.meta.get("modality", "")) if reference is not None else "")
         edited = edited_values(np.asarray(data), info) if info is not None and info.algorithm else set()
         model_made = info.model_values if info is not None and info.algorithm else set()
         for row in rows:
@@ -243,7 +279,8 @@ class LesionReviewWidget(ReviewWidget):
         stem = out.name.removesuffix(".gz").removesuffix(".nii")
         table = out.with_name("instances.json" if stem == "instances" else f"{stem}.json")
         written.append(str(write_instances_json(table, rows, {1: "lesion"}, [1], note="" if rows else "no lesion",
-                                                reviewed=True, instance_map=out.name)))
+                                                reviewed=True, instance_map=out.name,
+                                                qc_settings=settings.as_dict())))
         problem = seg_export_problem(layer, viewer=self.viewer)
         if seg_path is None and problem is None:
             seg_path = str(out.with_name(f"{stem}.seg.dcm"))

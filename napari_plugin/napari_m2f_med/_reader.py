@@ -226,9 +226,11 @@ def read_image_file(path: str | os.PathLike, modality: str | None = None) -> lis
         meta = {
             k: v for k, v in volume.meta.items() if k not in ("affine", "original_affine", "spatial_shape")
         }
+        lesions = _instances_table_beside(p)
+        if lesions is not None and lesions.get("qc_settings"):  # the Lesion review QC (m2f_med.inference.lesion_qc)
+            meta["lesion_qc"] = dict(lesions["qc_settings"])
         label = make_volume(array.astype(dtype), np.asarray(volume.affine, dtype=np.float64), **meta)
         reference = image_on_same_grid(label)
-        lesions = _instances_table_beside(p)
         if lesions is not None:  # a lesion result: one id per lesion, its score as confidence
             rows = lesions.get("instances", [])
             names = {int(r["id"]): f"{r.get('class_name', 'lesion')} {r['id']}" for r in rows}

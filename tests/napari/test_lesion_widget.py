@@ -16,6 +16,8 @@ from m2f_med.inference.instances import Instances, instance_table, write_instanc
 from m2f_med.io.writers import write_nifti
 
 PLUGIN = "m2f-med"
+# what predict writes for the sarcoma bundle (its inference.yaml lesion_qc), with a smaller volume limit
+QC_SETTINGS = {"max_field_of_view_mm": 200, "max_volume_ml": 10, "hu_mean_range": [-150, 200]}
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def lesion_result(make_napari_viewer, data_dir, tmp_path):
     vol_ids = MetaTensor(ids[None].astype(np.uint8), affine=volume.affine)
     write_nifti(vol_ids, tmp_path / "instances.nii.gz", label=True)
     write_instances_json(tmp_path / "instances.json", rows, {1: "lesion"}, [1], algorithm="test model",
-                         instance_map="instances.nii.gz")
+                         instance_map="instances.nii.gz", qc_settings=QC_SETTINGS)
     (labels,) = viewer.open(str(tmp_path / "instances.nii.gz"), plugin=PLUGIN)
     widget = LesionReviewWidget(viewer)
     widget.layer_combo.setCurrentText(labels.name)
@@ -52,6 +54,19 @@ def test_lesions_listed_by_score_with_low_flag(lesion_result):
     assert [r["flagged"] for r in widget.rows] == [False, False, True]  # 0.4 < LOW threshold 0.5
     assert widget.rows[0]["volume_ml"] == pytest.approx((ids == 1).sum() * 0.977 * 0.977 * 3.27 / 1000, rel=0.01)
     assert widget.table.item(2, 6).text() == "LOW"
+
+
+def test_lesion_qc_from_the_settings_predict_wrote(lesion_result):
+    """The table's QC column is the lesion QC (m2f_med.inference.lesion_qc) with instances.json's settings."""
+    _viewer, _labels, widget, ids, _series = lesion_result
+    by = {r["label"]: r for r in widget.rows}
+    assert all(r["qc"] in ("ok", "check", "fail") for r in widget.rows)
+    assert "low score 0.40 (< 0.7)" in by[2]["qc_reasons"]
+    assert (ids == 1).sum() * 0.977 * 0.977 * 3.27 / 1000 > 10  # lesion 1 is above the 10 mL limit
+    assert any("larger than any training lesion" in s for s in by[1]["qc_reasons"])
+    assert not any("larger than any training lesion" in s for s in by[2]["qc_reasons"])
+    qc_col = [widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())].index("QC")
+    assert widget.table.item([r["label"] for r in widget.rows].index(2), qc_col).text() == by[2]["qc"]
 
 
 def test_reject_is_undoable_and_save_writes_the_kept_lesions(lesion_result, tmp_path):
@@ -70,6 +85,8 @@ def test_reject_is_undoable_and_save_writes_the_kept_lesions(lesion_result, tmp_
     assert np.array_equal(saved, expected)  # instance ids unchanged, on the source grid
     doc = json.loads((out / "instances.json").read_text())
     assert [(r["id"], r["status"]) for r in doc["instances"]] == [(1, "accepted"), (3, "unreviewed")]
+    assert doc["qc_settings"]["max_volume_ml"] == 10 and all(r["qc"] for r in doc["instances"])
+    assert any("larger than any training lesion" in s for s in doc["instances"][0]["qc_reasons"])
     seg_path = out / "instances.seg.dcm"
     assert str(seg_path) in written
     seg = pydicom.dcmread(seg_path)
