@@ -6,7 +6,6 @@ import json
 
 import nibabel as nib
 import numpy as np
-import pytest
 from dicom_factory import write_series
 from pydicom.uid import generate_uid
 from test_predict_bundle import make_test_bundle, stub_module_dir

@@ -9,7 +9,6 @@ image series there), once per non-DICOM file (image files are loaded, other file
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -9,14 +9,19 @@ per-epoch CSV training log (``csv_log``), ``torch.export`` of a trained network 
 inferer is ``m2f_med.inference.SlicewiseInferer``.
 """
 
-from m2f_med.bundle.checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, latest_checkpoint, resume_checkpoint
+from m2f_med.bundle.checkpoint import (
+    AtomicCheckpointSaver,
+    ResumeCheckpointLoader,
+    latest_checkpoint,
+    resume_checkpoint,
+)
 from m2f_med.bundle.csv_log import CSVStatsHandler
 from m2f_med.bundle.datalist import fold_datalist, load_datalist, read_label_names, require_cases
 from m2f_med.bundle.export import export_bundle_network
 from m2f_med.bundle.label_io import LoadLabeld, load_label, snake_case
 from m2f_med.bundle.labels import RemapLabelsByNamed, mapping_by_name
-from m2f_med.bundle.partial import PartialLabelBatch
 from m2f_med.bundle.metrics import ClassMetricsSaver, HausdorffDistanceMM, PhysicalHausdorffDistanceMetric
+from m2f_med.bundle.partial import PartialLabelBatch
 from m2f_med.bundle.schedules import make_lr_scheduler
 from m2f_med.bundle.transfer import with_pretrained
 from m2f_med.bundle.writer import AtomicNibabelWriter

@@ -94,7 +94,7 @@ def describe_overlong(per_file: dict[Path, list[tuple[str, str, int, int]]]) -> 
     counts: Counter = Counter()
     first: Path | None = None
     for path, items in per_file.items():
-        for keyword, vr, length, limit in items:
+        for keyword, vr, _length, limit in items:
             counts[(keyword, vr, limit)] += 1
             first = first or path
     if not counts:

@@ -20,9 +20,9 @@ import sys
 import threading
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["PydicomWarnings", "collect_pydicom_warnings", "problems_with_pydicom_warnings"]
 
@@ -68,7 +68,6 @@ def _where() -> tuple[str, str]:
         if frame is None or (tag and file):
             break
         obj = frame.f_locals.get("self")
-        cls = type(obj).__name__ if obj is not None else ""
         if not tag:
             for cand in (obj, frame.f_locals.get("raw"), frame.f_locals.get("elem")):
                 t = getattr(cand, "tag", None) if type(cand).__name__ in ("DataElement", "RawDataElement") else None
