@@ -196,12 +196,13 @@ def _partial_label(batch=2, height=64, width=48) -> torch.Tensor:
     return label
 
 
-def test_partial_labels_unlabelled_class_is_not_penalised_labelled_one_is():
-    """Toy case of the marginal rule: the case labels class 1 only (labelled = [1, 0, 0]).
+@pytest.mark.parametrize("rule", ["exclude", "marginal"])
+def test_partial_labels_unlabelled_class_is_not_penalised_labelled_one_is(rule):
+    """Toy case of both partial-label rules: the case labels class 1 only (labelled = [1, 0, 0]).
 
     Sample 0 holds class 1, sample 1 is an empty slice of the same case, where every query is unmatched.
     """
-    loss_fn = Mask2FormerLoss(K, train_num_points=128, use_auxiliary=False)
+    loss_fn = Mask2FormerLoss(K, train_num_points=128, use_auxiliary=False, partial_class_loss=rule)
     labelled = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
 
     def empty_slice_grad(predicted: int, partial: bool) -> torch.Tensor:
@@ -210,22 +211,43 @@ def test_partial_labels_unlabelled_class_is_not_penalised_labelled_one_is():
         loss_fn(out, target).backward()
         return out.class_logits.grad[1]  # (Q, K + 1) on the empty slice
 
-    # queries predicting class 3, which the case does not label: no gradient on the empty slice
-    assert float(empty_slice_grad(2, partial=True).abs().max()) < 1e-3
+    # queries predicting class 3, which the case does not label: its logit is not pushed down on the empty
+    # slice ("exclude": no gradient at all; "marginal": pushed up, if at all)
+    g = empty_slice_grad(2, partial=True)
+    assert float(g[:, 2].max()) < 1e-6
+    if rule == "exclude":
+        assert float(g[:, 1:3].abs().max()) == 0.0  # both unlabelled logits are out of the softmax
     # the same prediction with every class labelled is taught as wrong: class 3 pushed down
     assert float(empty_slice_grad(2, partial=False)[:, 2].min()) > 1e-3
     # predicting the labelled class 1 (index 0) where the case says background is penalised
     assert float(empty_slice_grad(0, partial=True)[:, 0].min()) > 1e-3
     # and class 2 (index 1), also unlabelled, is as free as class 3
-    assert float(empty_slice_grad(1, partial=True).abs().max()) < 1e-3
+    assert float(empty_slice_grad(1, partial=True)[:, 1].max()) < 1e-6
     # a labelled class that is present is still learnt: the matched query of sample 0 is pushed to class 1
     out = _class_output(2)
     loss_fn(out, {"label": _partial_label(), "labelled": labelled}).backward()
     assert float(out.class_logits.grad[0, :, 0].min()) < -1e-3
 
 
-def test_marginal_class_loss_equals_hf_when_every_class_is_labelled():
-    loss_fn = Mask2FormerLoss(K, train_num_points=128)
+def test_marginal_rule_raises_unlabelled_logits_exclude_rule_leaves_them():
+    """Why "exclude" is the default: with the marginal rule an unmatched query is pulled *towards* the
+    unlabelled classes (the issue-11 failure: unsupervised masks called "liver"); "exclude" leaves them."""
+    labelled = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    grads = {}
+    for rule in ("exclude", "marginal"):
+        out = _class_output(0)  # every query says class 1 (labelled, absent on the empty slice)
+        Mask2FormerLoss(K, train_num_points=128, use_auxiliary=False, partial_class_loss=rule)(
+            out, {"label": _partial_label(), "labelled": labelled}).backward()
+        grads[rule] = out.class_logits.grad[1]
+    assert float(grads["marginal"][:, 1:3].max()) < -1e-6  # gradient descent raises classes 2 and 3
+    assert float(grads["exclude"][:, 1:3].abs().max()) == 0.0
+    with pytest.raises(ValueError, match="partial_class_loss"):
+        Mask2FormerLoss(K, partial_class_loss="ignore")
+
+
+@pytest.mark.parametrize("rule", ["exclude", "marginal"])
+def test_partial_class_loss_equals_hf_when_every_class_is_labelled(rule):
+    loss_fn = Mask2FormerLoss(K, train_num_points=128, partial_class_loss=rule)
     out = _output()
     crit = loss_fn.criterion
     targets = label_to_targets(_label(), K)

@@ -9,6 +9,7 @@ no DICOM-SEG (a SEG needs at least one segment).
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,8 @@ def render_lesion_preview(
         rows: the instance table (``id``, ``bbox_voxels``, optional ``qc``).
         modality: ``"CT"`` selects the -160..240 HU window, else the 1-99 percentiles.
         max_slices: number of slices shown.
-        scan_note: a short scan-level QC note written at the bottom of each slice (e.g. the input is larger
-            than the training images).
+        scan_note: a scan-level QC note written in a strip below the slices, wrapped to their width (e.g. the
+            input is larger than the training images).
 
     Raises:
         ValueError: image and instance grids differ.
@@ -160,19 +161,31 @@ def render_lesion_preview(
         tile = Image.fromarray(rgb)
         draw = ImageDraw.Draw(tile)
         for i in labels_here:
-            ys, xs = np.nonzero(ids == i)
+            # at the centre of the lesion's largest piece on this slice (not between two pieces)
+            pieces, n = ndimage.label(ids == i)
+            largest = 1 + int(np.argmax(np.bincount(pieces.ravel())[1:])) if n > 1 else 1
+            ys, xs = np.nonzero(pieces == largest)
             verdict = qc_of.get(i, "ok")
             text = str(i) if verdict in ("ok", None) else f"{i} {verdict}"
             draw.text((int(xs.mean()) - 4, int(ys.mean()) - 7), text, fill=_QC_COLOURS.get(verdict, (255, 255, 0)),
                       font=font)
-        if scan_note:
-            draw.text((4, tile.height - 20), scan_note, fill=(255, 160, 0), font=font)
         if not rows:
             draw.text((4, 4), NO_LESION_NOTE, fill=(255, 255, 0), font=font)
         tiles.append(np.asarray(tile))
     height = max(t.shape[0] for t in tiles)
     tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0))) for t in tiles]
+    picture = Image.fromarray(np.concatenate(tiles, axis=1))
+    if scan_note:  # in a strip below the slices, wrapped to their width, never over the anatomy
+        lines = textwrap.wrap(scan_note, width=max(12, picture.width // 8), break_long_words=False)
+        strip = Image.new("RGB", (picture.width, 18 * len(lines) + 6))
+        draw = ImageDraw.Draw(strip)
+        for k, line in enumerate(lines):
+            draw.text((4, 3 + 18 * k), line, fill=_QC_COLOURS["check"], font=font)
+        framed = Image.new("RGB", (picture.width, picture.height + strip.height))
+        framed.paste(picture, (0, 0))
+        framed.paste(strip, (0, picture.height))
+        picture = framed
     out = Path(path)
     with atomic_write(out) as tmp:
-        Image.fromarray(np.concatenate(tiles, axis=1)).save(tmp, format="PNG")
+        picture.save(tmp, format="PNG")
     return out

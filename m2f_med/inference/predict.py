@@ -513,9 +513,19 @@ def _write_instances(volume, inst, model: BundleModel, out: Path, opts: dict[str
     if opts["preview"]:
         render_lesion_preview(volume, inst.instance_map, out / "preview.png", rows,
                               modality=str(volume.meta.get("modality", "")),
-                              scan_note="QC: input larger than the training images" if qc_scan["reasons"] else "")
+                              scan_note=_lesion_scan_note(qc_scan, model))
         files.append("preview.png")
     return files
+
+
+def _lesion_scan_note(qc_scan: dict[str, Any], model: BundleModel) -> str:
+    """The preview's short form of the scan-level lesion QC (the full reasons are in the run's warnings)."""
+    if not qc_scan["reasons"]:
+        return ""
+    lr, ap = qc_scan["field_of_view_mm"][:2]
+    limit = model.lesion_qc.max_field_of_view_mm
+    return (f"QC: scan {lr:.0f} x {ap:.0f} mm, larger than the training images (at most {limit:.0f} mm): "
+            "lesions not validated")
 
 
 # --------------------------------------------------------------------------------------------- the batch

@@ -81,26 +81,40 @@ class LesionReviewWidget(ReviewWidget):
         self._fill_table()
 
     def _lesion_qc(self) -> None:
-        """Replace the organ QC of the rows by the lesion QC that ``m2f-med predict`` wrote (same settings,
-        ``instances.json`` ``qc_settings``; defaults without them), recomputed on the edited voxels."""
-        from m2f_med.inference.lesion_qc import LesionQCSettings, lesion_quality_control
+        """Replace the organ QC of the rows by the lesion QC that ``m2f-med predict`` wrote (same settings and
+        modality, from ``instances.json``; defaults without them), recomputed on the edited voxels.
+
+        Measured on the source grid (field of view, body parts), since the display grid is ``(Z, Y, X)``.
+        """
+        from m2f_med.inference.lesion_qc import LesionQCSettings, field_of_view_mm, lesion_quality_control
 
         layer = self.labels_layer
         if layer is None or not self.rows:
             return
-        info = layer_info(layer)
-        meta = dict(info.meta) if info is not None else {}
-        try:
-            settings = LesionQCSettings.from_mapping(meta.get("lesion_qc"))
-        except (TypeError, ValueError) as err:
-            self.status.setText(f"lesion QC settings ignored: {err}")
-            settings = LesionQCSettings()
-        image, image_meta = self._image_and_meta(layer)
-        affine = napari_affine_from_state(_state(layer))
+        settings, note = _qc_settings(layer_info(layer))
+        cand = self._image_info(layer)
+        image = body = fov = None
+        modality = ""
+        if cand is not None:
+            image = cand.geometry.to_display(cand.volume.numpy()[0])
+            modality = _qc_modality(layer_info(layer), cand.meta, cand.volume)
+            fov = field_of_view_mm(cand.geometry.source_shape, cand.geometry.source_affine)
+            body = self._body_on_display(cand) if modality.upper() == "CT" else None
         self.rows, _ = lesion_quality_control(
-            self.rows, np.asarray(layer.data), image, affine, settings,
-            modality=str(image_meta.get("modality", "")) if image is not None else "",
-            id_key="label", score_key="confidence")
+            self.rows, np.asarray(layer.data), image, napari_affine_from_state(_state(layer)),
+            settings if isinstance(settings, LesionQCSettings) else LesionQCSettings(),
+            modality=modality, id_key="label", score_key="confidence", field_of_view=fov, body=body)
+        if note:
+            self.status.setText(note)
+
+    def _body_on_display(self, cand: Any) -> np.ndarray:
+        """The body-parts mask of the image (source grid, axial slices), shown like the image; cached."""
+        from m2f_med.inference.lesion_qc import body_parts_mask
+
+        key = id(cand.volume)
+        if getattr(self, "_body_cache", (None, None))[0] != key:
+            self._body_cache = (key, cand.geometry.to_display(body_parts_mask(cand.volume.numpy()[0])))
+        return self._body_cache[1]
 
     def _scores(self) -> dict[int, float]:
         info = layer_info(self.labels_layer) if self.labels_layer is not None else None
@@ -260,15 +274,11 @@ class LesionReviewWidget(ReviewWidget):
                          {i: float(scores.get(i, 1.0)) for i in present})
         image = reference if reference is not None else label
         rows = instance_table(inst, image, {1: "lesion"})
-        qc_settings = (info.meta.get("lesion_qc") if info is not None else None) or None
-        try:
-            settings = LesionQCSettings.from_mapping(qc_settings)
-        except (TypeError, ValueError):
-            settings, qc_settings = LesionQCSettings(), None
-        rows, _ = lesion_quality_control(
+        settings, qc_note = _qc_settings(info)
+        modality = _qc_modality(info, reference.meta, reference) if reference is not None else ""
+        rows, qc_scan = lesion_quality_control(
             rows, ids, np.asarray(reference[0]) if reference is not None else None,
-            np.asarray(image.affine, dtype=np.float64), settings,
-            modality=str(reference.meta.get("modality", "")) if reference is not None else "")
+            np.asarray(image.affine, dtype=np.float64), settings or LesionQCSettings(), modality=modality)
         edited = edited_values(np.asarray(data), info) if info is not None and info.algorithm else set()
         model_made = info.model_values if info is not None and info.algorithm else set()
         for row in rows:
@@ -280,7 +290,8 @@ class LesionReviewWidget(ReviewWidget):
         table = out.with_name("instances.json" if stem == "instances" else f"{stem}.json")
         written.append(str(write_instances_json(table, rows, {1: "lesion"}, [1], note="" if rows else "no lesion",
                                                 reviewed=True, instance_map=out.name,
-                                                qc_settings=settings.as_dict())))
+                                                qc_settings=settings.as_dict() if settings else None,
+                                                qc_scan=qc_scan, **({"qc_note": qc_note} if qc_note else {}))))
         problem = seg_export_problem(layer, viewer=self.viewer)
         if seg_path is None and problem is None:
             seg_path = str(out.with_name(f"{stem}.seg.dcm"))
@@ -291,3 +302,28 @@ class LesionReviewWidget(ReviewWidget):
             self.status.setText(f"DICOM-SEG not written: {problem}")
         self.status.setText(f"saved {len(rows)} lesions to {out.name}" + (" and DICOM-SEG" if len(written) > 2 else ""))
         return written
+
+
+def _qc_settings(info: Any) -> tuple[Any, str]:
+    """The lesion QC settings ``instances.json`` recorded (layer meta ``lesion_qc``), and a note when they are
+    absent or invalid (then ``None``: the defaults apply, without field-of-view or volume limits)."""
+    from m2f_med.inference.lesion_qc import LesionQCSettings
+
+    spec = (info.meta.get("lesion_qc") if info is not None else None) or None
+    if spec is None:
+        return None, ""
+    try:
+        return LesionQCSettings.from_mapping(spec), ""
+    except (TypeError, ValueError) as err:
+        return None, f"lesion QC settings of instances.json ignored ({err}): defaults used"
+
+
+def _qc_modality(info: Any, image_meta: Any, volume: Any) -> str:
+    """Modality for the lesion QC: the image's, else the one predict recorded, else CT when air is present."""
+    modality = str((image_meta or {}).get("modality", "") or "")
+    if not modality and info is not None:
+        modality = str(info.meta.get("lesion_qc_modality", "") or "")
+    if not modality and volume is not None:
+        sample = np.asarray(volume[0])[::4, ::4, ::2]
+        modality = "CT" if sample.size and float(np.percentile(sample, 0.5)) < -500 else ""
+    return modality

@@ -229,6 +229,7 @@ def read_image_file(path: str | os.PathLike, modality: str | None = None) -> lis
         lesions = _instances_table_beside(p)
         if lesions is not None and lesions.get("qc_settings"):  # the Lesion review QC (m2f_med.inference.lesion_qc)
             meta["lesion_qc"] = dict(lesions["qc_settings"])
+            meta["lesion_qc_modality"] = str((lesions.get("qc_scan") or {}).get("modality") or "")
         label = make_volume(array.astype(dtype), np.asarray(volume.affine, dtype=np.float64), **meta)
         reference = image_on_same_grid(label)
         if lesions is not None:  # a lesion result: one id per lesion, its score as confidence

@@ -247,6 +247,13 @@ class ReviewWidget(QWidget):
 
     def _image_and_meta(self, layer: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
         """The image array on the labels' display grid and its volume meta (``None``, ``{}`` if none)."""
+        cand = self._image_info(layer)
+        if cand is None:
+            return None, {}
+        return cand.geometry.to_display(cand.volume.numpy()[0]), dict(cand.meta)
+
+    def _image_info(self, layer: Any) -> LayerInfo | None:
+        """The :class:`LayerInfo` of the image the labels lie on (same display shape), or ``None``."""
         info = layer_info(layer)
         candidates: list[LayerInfo | None] = [
             image_under_layer(_state(layer), layer.data.shape, self.viewer)
@@ -259,8 +266,8 @@ class ReviewWidget(QWidget):
                     candidates.insert(0, image_info)
         for cand in candidates:
             if cand is not None and tuple(cand.geometry.display_shape) == tuple(layer.data.shape):
-                return cand.geometry.to_display(cand.volume.numpy()[0]), dict(cand.meta)
-        return None, {}
+                return cand
+        return None
 
     def _names(self, layer: Any) -> dict[int, str]:
         info = layer_info(layer)

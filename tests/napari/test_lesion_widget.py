@@ -113,3 +113,41 @@ def test_merge_and_split(lesion_result):
     assert {r["label"] for r in widget.rows} == {1, 3, new[0]}
     painted = widget.start_split(1)
     assert labels.selected_label == painted and labels.mode == "paint" and painted not in (1, 3, new[0])
+
+
+def test_nifti_ct_gets_the_qc_predict_gave(make_napari_viewer, data_dir, tmp_path):
+    """A NIfTI CT has no modality, and napari's grid is (Z, Y, X): the widget still runs the CT checks (from
+    the modality predict recorded) and measures the field of view on the source grid. STS_043 is a training
+    crop 151 x 162 mm in-plane but 229 mm head to foot: not "larger than the training images"."""
+    viewer = make_napari_viewer()
+    ct = data_dir / "ibsi_sts_ct" / "STS_043" / "CT_image.nii.gz"
+    (image,) = viewer.open(str(ct), plugin=PLUGIN)
+    volume = layer_info(image).volume
+    assert not volume.meta.get("modality")
+    hu = np.asarray(volume[0])
+    ids = np.zeros(hu.shape, np.int32)
+    bone = np.argwhere(hu > 600)  # cortical bone of the femur: a "lesion" there is not soft tissue
+    c = bone[len(bone) // 2]
+    ids[c[0] - 1:c[0] + 2, c[1] - 1:c[1] + 2, c[2] - 1:c[2] + 2] = 1
+    ids[ids == 1] = np.where(hu[ids == 1] > 300, 1, 0)
+    inst = Instances(ids, (ids > 0).astype(np.uint8), {1: 1}, {1: 0.95})
+    rows = instance_table(inst, volume, {1: "lesion"})
+    assert rows[0]["mean_intensity"] > 300
+    from monai.data import MetaTensor
+
+    write_nifti(MetaTensor(ids[None].astype(np.uint8), affine=volume.affine), tmp_path / "instances.nii.gz",
+                label=True)
+    write_instances_json(tmp_path / "instances.json", rows, {1: "lesion"}, [1], instance_map="instances.nii.gz",
+                         qc_settings=QC_SETTINGS, qc_scan={"modality": "CT", "reasons": []})
+    (labels,) = viewer.open(str(tmp_path / "instances.nii.gz"), plugin=PLUGIN)
+    widget = LesionReviewWidget(viewer)
+    widget.layer_combo.setCurrentText(labels.name)
+    widget.refresh()
+    (row,) = widget.rows
+    assert row["qc"] == "fail" and "bone or contrast" in row["qc_reasons"][0]
+    assert not any("larger than the training images" in s for s in row["qc_reasons"])
+    (tmp_path / "review").mkdir()
+    widget.save(str(tmp_path / "review" / "instances.nii.gz"))
+    doc = json.loads((tmp_path / "review" / "instances.json").read_text())
+    assert doc["instances"][0]["qc"] == "fail" and doc["qc_scan"]["modality"] == "CT"
+    assert doc["qc_scan"]["reasons"] == []
