@@ -28,11 +28,12 @@ What is ours:
     class here" is still taught;
   - ``"marginal"``: the marginal loss of Shi et al. 2021 (Sec. 3.2) carried over to queries: the target is
     the set {no object} ∪ {unlabelled classes}, loss ``-log Σ_{c ∈ set} p_c``. Its gradient *raises* the
-    unlabelled logits of every unmatched query; with queries (unlike pixels) the masks of unmatched queries
-    are never supervised, so on the bundle's data (a fully labelled CT plus two crops that label only the
-    aorta or the spleen, liver unlabelled in both) queries learned to call large unsupervised masks "liver":
-    validation liver Dice 0.24 after the shipped model's budget, against 0.89 for the shipped model
-    (bundles/m2f_ct_organs/docs/README.md, "Partial labels"). Kept for comparison.
+    unlabelled logits of every unmatched query, whose masks (unlike pixels) are never supervised.
+
+  ``"exclude"`` is the default for that reason (tested on a toy case), not because it measured better: on
+  the organ bundle's data (a fully labelled CT plus two crops that label only the aorta or the spleen) both
+  rules ended at the same validation liver Dice (0.26 vs 0.24 after the shipped model's budget, seed 42;
+  bundles/m2f_ct_organs/docs/README.md, "Issue 11 comparison").
 
   Both keep HF's "no object" weight; matched queries (full softmax, target = their labelled class), the
   matcher and the mask losses are unchanged: targets exist only for labelled classes, and a labelled
