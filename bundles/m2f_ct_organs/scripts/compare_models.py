@@ -8,8 +8,9 @@
 Every run is ``python -m monai.bundle run`` of ``configs/train.yaml`` + ``train_default_model.yaml`` +
 ``train_all_data.yaml`` (+ ``unet_baseline.yaml`` for the UNet; ``--num_context_slices 0`` for 2D): all
 labelled CT of ``datalist.json`` with partial labels, the same augmentation, optimiser, schedule, number of
-iterations and seeds for every model. The control ``m2f_k1_ct1`` trains the 2.5D Mask2Former on the fully
-labelled CT alone (``--train#datalist`` = the first training case), to see what the partial cases add. The evaluated weights are the **last epoch's**, fixed before any run
+iterations and seeds for every model. The ``*_ct1`` runs train on the fully labelled CT alone
+(``--train#datalist`` = the first training case, the data of the shipped model), to see what the partially
+labelled crops add. The evaluated weights are the **last epoch's**, fixed before any run
 (the only validation case, a 3-slice liver, cannot rank checkpoints: see docs/README.md). Each run's CPU
 time (user + system of the child) is appended to ``runs/compare/runs.jsonl``.
 
@@ -38,15 +39,16 @@ BUNDLE = Path(__file__).resolve().parents[1]
 OUT = BUNDLE / "runs" / "compare"
 CONFIGS = ["configs/train.yaml", "configs/train_default_model.yaml", "configs/train_all_data.yaml"]
 MODELS = {"m2f_k1": "Mask2Former 2.5D (k = 1)", "m2f_k0": "Mask2Former 2D (k = 0)", "unet_k1": "MONAI UNet 2.5D (k = 1)",
-          "m2f_k1_ct1": "Mask2Former 2.5D (k = 1), fully labelled CT only (control)"}
-# the control trains on the first training case alone (the data of the shipped 0.2.0 model), same recipe
+          "m2f_k1_ct1": "Mask2Former 2.5D (k = 1)", "m2f_k0_ct1": "Mask2Former 2D (k = 0)",
+          "unet_k1_ct1": "MONAI UNet 2.5D (k = 1)"}
+# ``*_ct1``: trained on the first training case alone (the data of the shipped 0.2.0 model), same recipe
 ONE_CT = "$m2f_bundle.load_datalist(@datalist, 'training', @dataset_dir)[:1]"
 SEEDS = (42, 7)
 ORGANS = ("liver", "spleen", "stomach", "aorta", "pancreas", "inferior_vena_cava")
 
 
 def run_names() -> list[str]:
-    """``m2f_k1_s42, m2f_k0_s42, unet_k1_s42, m2f_k1_ct1_s42, ...``: one run per model and seed, seeds outermost."""
+    """``m2f_k1_s42, m2f_k0_s42, unet_k1_s42, m2f_k1_ct1_s42, ...``: one run per model, data and seed."""
     return [f"{m}_s{s}" for s in SEEDS for m in MODELS]
 
 
@@ -60,7 +62,7 @@ def train_command(run: str) -> list[str]:
     configs = CONFIGS + (["configs/unet_baseline.yaml"] if model.startswith("unet") else [])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", ".", "--run_name", run,
            "--config_file", repr(configs), "--seed", seed]
-    if model == "m2f_k0":
+    if model.startswith("m2f_k0"):
         cmd += ["--num_context_slices", "0"]
     if model.endswith("_ct1"):
         cmd += ["--train#datalist", ONE_CT]
@@ -108,7 +110,7 @@ def run_bundle(run: str) -> Path:
     if model.startswith("unet"):
         files.append(str(BUNDLE / "configs" / "unet_baseline.yaml"))
     parser.read_config(files)
-    parser["num_context_slices"] = 0 if model == "m2f_k0" else 1
+    parser["num_context_slices"] = 0 if model.startswith("m2f_k0") else 1
     parser["ckpt_path"] = "$@bundle_root + '/models/model.pt'"
     parser.export_config_file(parser.get(), str(root / "configs" / "inference.yaml"), fmt="yaml")
     shutil.copy(BUNDLE / "configs" / "metadata.json", root / "configs" / "metadata.json")
@@ -191,8 +193,8 @@ def table() -> tuple[dict, str]:
         return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
     summary: dict = {}
-    lines = ["| model | seeds | " + " | ".join(o.replace("inferior_vena_cava", "IVC") for o in ORGANS) +
-             " | mean | train CPU (min/run) |", "|---" * (len(ORGANS) + 4) + "|"]
+    lines = ["| model | training data | seeds | " + " | ".join(o.replace("inferior_vena_cava", "IVC") for o in ORGANS) +
+             " | mean | train CPU (min/run) |", "|---" * (len(ORGANS) + 5) + "|"]
     for model, title in MODELS.items():
         runs = [r for r in run_names() if _model(r) == model and r in evals]
         if not runs:
@@ -205,7 +207,9 @@ def table() -> tuple[dict, str]:
                           "train_cpu_s": [records.get(r, {}).get("cpu_s") for r in runs]}
         cpu = ", ".join(f"{records[r]['cpu_s'] / 60:.1f}" for r in runs if r in records)
         seeds = ", ".join(r.rsplit("_s", 1)[1] for r in runs)
-        lines.append(f"| {title} | {seeds} | " + " | ".join(fmt(per[o]) for o in ORGANS) + f" | {fmt(means)} | {cpu} |")
+        data = "fully labelled CT" if model.endswith("_ct1") else "all 3 cases, partial labels"
+        lines.append(f"| {title} | {data} | {seeds} | " + " | ".join(fmt(per[o]) for o in ORGANS) +
+                     f" | {fmt(means)} | {cpu} |")
     lines += ["", "| run | " + " | ".join(o.replace("inferior_vena_cava", "IVC") for o in ORGANS) +
               " | mean | HD95 liver / spleen / aorta / IVC (mm) | validation liver | train CPU s | train wall s | peak RSS GB |",
               "|---" * (len(ORGANS) + 7) + "|"]
