@@ -89,7 +89,7 @@ def test_shipped_model_finds_the_tumour_of_a_real_sts_patient(data_dir, tmp_path
     assert np.array_equal(inst > 0, sem == 1)  # semantic mask and instances agree
     ref = np.asarray(nib.load(data_dir / "tcia/soft_tissue_sarcoma/STS_001/CT/nifti/mask/mask.nii.gz").dataobj) > 0
     dice = 2 * np.sum((sem == 1) & ref) / (np.sum(sem == 1) + np.sum(ref))
-    assert dice >= 0.6  # measured 0.666 with the shipped weights
+    assert dice >= 0.65  # measured 0.691 with the shipped weights (0.2.0)
     top = doc["instances"][0]
     hit = inst == top["id"]
     assert np.sum(hit & ref) / np.sum(hit) > 0.4  # the best lesion lies on the tumour

@@ -9,7 +9,7 @@ A lesion model is only validated on inputs like its training data. The bundle de
   extent along the grid's own axes nearest to left-right or anterior-posterior, mm) exceeds
   ``max_field_of_view_mm`` → ``check`` on every lesion and a
   scan-level warning. A model trained on tumour-centred crops has never seen most of a whole CT's anatomy;
-  its false positives there are unmeasured (the sarcoma bundle's local LUNG1-001 check found a 1363 mL one);
+  its false positives there are unmeasured (the sarcoma bundle's local LUNG1-001 check found ones over 1 L);
 * **volume above any training lesion**: ``volume_ml > max_volume_ml`` → ``check``;
 * **mean HU outside solid or fatty soft tissue** (CT only): a mean below ``hu_mean_range[0]`` is mostly air
   or lung, above ``hu_mean_range[1]`` mostly bone or contrast medium → ``fail``. The default -150..+200 HU
