@@ -32,9 +32,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QGridLayout, QPushButton
 
-from napari_m2f_med._geometry import napari_affine_from_state
 from napari_m2f_med._layers import edited_values, layer_info
-from napari_m2f_med._review_widget import ReviewWidget, _state
+from napari_m2f_med._review_widget import ReviewWidget
 
 __all__ = ["LesionReviewWidget"]
 
@@ -74,38 +73,36 @@ class LesionReviewWidget(ReviewWidget):
         """The Review table of the layer's lesions (present voxels only), sorted by decreasing score."""
         super().refresh()
         self.rows = [r for r in self.rows if r["voxels"] > 0]
-        self._lesion_qc()
         for r in self.rows:
             r["status"] = self.status_of.get(int(r["label"]), "unreviewed")
         self.rows.sort(key=lambda r: (-(r.get("confidence") or 0.0), r["label"]))
         self._fill_table()
 
-    def _lesion_qc(self) -> None:
-        """Replace the organ QC of the rows by the lesion QC that ``m2f-med predict`` wrote (same settings and
-        modality, from ``instances.json``; defaults without them), recomputed on the edited voxels.
+    def _quality_control(self, layer: Any, rows: list[dict[str, Any]], data: np.ndarray, image: np.ndarray | None,
+                         affine: np.ndarray, meta: dict[str, Any], modality: str) -> list[dict[str, Any]]:
+        """The lesion QC that ``m2f-med predict`` wrote (same settings and modality, from ``instances.json``;
+        defaults without them), recomputed on the edited voxels, instead of the organ QC.
 
         Measured on the source grid (field of view, body parts), since the display grid is ``(Z, Y, X)``.
         """
         from m2f_med.inference.lesion_qc import LesionQCSettings, field_of_view_mm, lesion_quality_control
 
-        layer = self.labels_layer
-        if layer is None or not self.rows:
-            return
+        if not rows:
+            return rows
         settings, note = _qc_settings(layer_info(layer))
-        cand = self._image_info(layer)
-        image = body = fov = None
-        modality = ""
+        cand = self._image_info(layer) if image is not None else None
+        body = fov = None
         if cand is not None:
-            image = cand.geometry.to_display(cand.volume.numpy()[0])
             modality = _qc_modality(layer_info(layer), cand.meta, cand.volume)
             fov = field_of_view_mm(cand.geometry.source_shape, cand.geometry.source_affine)
             body = self._body_on_display(cand) if modality.upper() == "CT" else None
-        self.rows, _ = lesion_quality_control(
-            self.rows, np.asarray(layer.data), image, napari_affine_from_state(_state(layer)),
-            settings if isinstance(settings, LesionQCSettings) else LesionQCSettings(),
-            modality=modality, id_key="label", score_key="confidence", field_of_view=fov, body=body)
+        rows, _ = lesion_quality_control(
+            rows, data, image, affine, settings or LesionQCSettings(),
+            modality=modality if cand is not None else "", id_key="label", score_key="confidence",
+            field_of_view=fov, body=body)
         if note:
             self.status.setText(note)
+        return rows
 
     def _body_on_display(self, cand: Any) -> np.ndarray:
         """The body-parts mask of the image (source grid, axial slices), shown like the image; cached."""
@@ -319,11 +316,13 @@ def _qc_settings(info: Any) -> tuple[Any, str]:
 
 
 def _qc_modality(info: Any, image_meta: Any, volume: Any) -> str:
-    """Modality for the lesion QC: the image's, else the one predict recorded, else CT when air is present."""
+    """Modality for the lesion QC: the image's, else the one predict recorded, else CT when the intensities
+    look like CT HU (``m2f_med.inference.modality.ct_intensity_problem``, predict's own test)."""
+    from m2f_med.inference.modality import ct_intensity_problem
+
     modality = str((image_meta or {}).get("modality", "") or "")
     if not modality and info is not None:
         modality = str(info.meta.get("lesion_qc_modality", "") or "")
     if not modality and volume is not None:
-        sample = np.asarray(volume[0])[::4, ::4, ::2]
-        modality = "CT" if sample.size and float(np.percentile(sample, 0.5)) < -500 else ""
+        modality = "CT" if ct_intensity_problem(volume) is None else ""
     return modality

@@ -301,10 +301,7 @@ class ReviewWidget(QWidget):
                 modality=modality,
                 confidence=confidence or None,
             )
-            if image is not None:  # QC verdicts (m2f_med.inference.qc), as predict writes them
-                from m2f_med.inference.qc import quality_control
-
-                rows, _ = quality_control(rows, data, image, affine=affine, meta=meta, modality=modality)
+            rows = self._quality_control(layer, rows, data, image, affine, meta, modality)
             for row in rows:
                 if image is None:
                     row["mean_intensity"] = None
@@ -313,6 +310,17 @@ class ReviewWidget(QWidget):
             self.rows = rows
         self._sync_layer_controls(layer)
         self._fill_table()
+
+    def _quality_control(self, layer: Any, rows: list[dict[str, Any]], data: np.ndarray, image: np.ndarray | None,
+                         affine: np.ndarray, meta: dict[str, Any], modality: str) -> list[dict[str, Any]]:
+        """The rows with QC verdicts (``m2f_med.inference.qc``, as predict writes them); none without an image.
+        Subclasses with another kind of structure (lesions) replace it."""
+        if image is None:
+            return rows
+        from m2f_med.inference.qc import quality_control
+
+        rows, _ = quality_control(rows, data, image, affine=affine, meta=meta, modality=modality)
+        return rows
 
     def _sync_layer_controls(self, layer: Any) -> None:
         """Preserve-labels tick box and the SEG button's state (with the reason it is disabled)."""
