@@ -144,3 +144,18 @@ def test_predict_instances_on_odd_sized_volumes_with_both_network_kinds():
         assert inst.instance_map.shape == inst.semantic.shape == (37, 41, 5)
         assert set(np.unique(inst.instance_map)) - {0} == set(inst.labels)
         assert np.array_equal(inst.instance_map > 0, inst.semantic == 1)
+
+
+def test_component_rule_drops_low_score_components_like_query_linking():
+    # the UNet baseline's components obey instance_score_threshold too (mean probability as the score)
+    sem = np.zeros((12, 12, 4), np.uint8)
+    sem[1:5, 1:5, :] = 1
+    sem[7:11, 7:11, :] = 1
+    prob = np.zeros(sem.shape, np.float32)
+    prob[1:5, 1:5, :] = 0.9
+    prob[7:11, 7:11, :] = 0.4
+    kept = components_as_instances(sem, prob, [1], min_voxels=1, min_score=0.5)
+    assert len(kept) == 1 and kept.scores[1] == pytest.approx(0.9)
+    assert kept.semantic[8, 8, 0] == 0 and kept.instance_map[8, 8, 0] == 0  # removed from both maps
+    assert kept.semantic[2, 2, 0] == 1
+    assert len(components_as_instances(sem, prob, [1], min_voxels=1)) == 2

@@ -148,3 +148,46 @@ def test_whole_ct_is_flagged_as_unlike_the_training_crops(data_dir, tmp_path):
     assert doc["qc_scan"]["field_of_view_mm"][0] == pytest.approx(500, abs=2)
     assert all(r["qc"] in ("check", "fail") for r in doc["instances"])
     assert all(any("larger than the training images" in s for s in r["qc_reasons"]) for r in doc["instances"])
+
+
+def _script(name):
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(BUNDLE / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BUNDLE / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BUNDLE / "scripts"))
+
+
+def test_cross_validation_run_names_carry_seed_and_context():
+    cv = _script("cross_validate")
+    assert cv.parse_run("unet_f3_k3_s43") == ("unet", 3, {"num_context_slices": 3, "seed": 43})
+    cmd = cv.command("m2f_f0_s43")
+    assert cmd[cmd.index("--fold") + 1] == "0" and cmd[cmd.index("--seed") + 1] == "43"
+    assert "--seed" not in cv.command("final") and "--fold" not in cv.command("final")
+    assert cv.run_names("k3") == [f"{m}_f{f}_k3" for f in range(5) for m in ("m2f", "unet")]
+    for bad in ("m2f_x0", "m2f_f0_z3", "cnn_f0"):
+        with pytest.raises(SystemExit, match="run name"):
+            cv.parse_run(bad)
+
+
+def test_lesion_score_threshold_is_chosen_on_validation_only():
+    rules = _script("evaluate_rules")
+    ref = np.zeros((20, 20, 4), np.int32)
+    ref[2:8, 2:8, :] = 1
+    hit = ref.copy()  # the tumour, found with a high score ...
+    spurious = hit.copy()
+    spurious[12:16, 12:16, :] = 2  # ... and a false positive with a low score
+    preds = [(spurious, {1: 0.9, 2: 0.4}, ref), (hit, {1: 0.8}, ref)]
+    t, results = rules.choose(preds)
+    assert results[0.0]["fp"] == 1 and results[0.0]["tp"] == 2
+    assert t == 0.5  # the lowest threshold that removes the false positive and keeps both tumours
+    assert results[t]["f1"] == 1.0 and results[0.9]["fn"] == 1
+    # nothing to gain: no filtering
+    t, _ = rules.choose([(hit, {1: 0.8}, ref)])
+    assert t == 0.0

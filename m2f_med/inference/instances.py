@@ -290,7 +290,7 @@ def link_segments(slices: Sequence[SliceSegments], settings: InstanceSettings = 
 
 
 def components_as_instances(semantic: np.ndarray, probability: np.ndarray | None, thing_classes: Iterable[int],
-                            min_voxels: int = 10) -> Instances:
+                            min_voxels: int = 10, min_score: float = 0.0) -> Instances:
     """The baseline rule: each 3D connected component (26-connectivity) of a thing class is one instance.
 
     Args:
@@ -299,6 +299,8 @@ def components_as_instances(semantic: np.ndarray, probability: np.ndarray | None
             over the component), or ``None`` (score 1).
         thing_classes: label values that are instances.
         min_voxels: smaller components are dropped (removed from the semantic map too).
+        min_score: components scoring lower are dropped the same way (``instance_score_threshold``, so that
+            the setting means the same for query linking and for this rule).
 
     Returns:
         :class:`Instances` on the same grid, ids by decreasing score.
@@ -312,12 +314,12 @@ def components_as_instances(semantic: np.ndarray, probability: np.ndarray | None
         comp, n = ndimage.label(sem == c, structure=structure)
         for i, sl in enumerate(ndimage.find_objects(comp), start=1):
             region = comp[sl] == i
-            if int(region.sum()) < min_voxels:
+            score = 1.0 if probability is None else float(np.asarray(probability)[sl][region].mean())
+            if int(region.sum()) < min_voxels or score < min_score:
                 sem[sl][region] = 0
                 continue
             n_total += 1
             raw[sl][region] = n_total
-            score = 1.0 if probability is None else float(np.asarray(probability)[sl][region].mean())
             found.append((score, n_total, c))
     found.sort(key=lambda t: (-t[0], t[1]))
     lut = np.zeros(n_total + 1, np.int32)
@@ -407,7 +409,8 @@ def predict_instances(
         inst = link_segments(seg_slices, settings)
         rule = "query-linking"
     else:
-        inst = components_as_instances(sem_label, sem_prob, things, settings.min_voxels)
+        inst = components_as_instances(sem_label, sem_prob, things, settings.min_voxels,
+                                       settings.instance_score_threshold)
         rule = "connected-components"
     src_aff = np.asarray(volume.affine, dtype=np.float64)
     shape = tuple(int(s) for s in volume.shape[1:])

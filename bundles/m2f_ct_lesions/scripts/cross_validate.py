@@ -2,6 +2,7 @@
 
     cd bundles/m2f_ct_lesions
     OMP_NUM_THREADS=1 nice -n 15 python scripts/cross_validate.py [--runs final,m2f_f0,unet_f0,...]
+    OMP_NUM_THREADS=1 nice -n 15 python scripts/cross_validate.py --tags s43   # the fold runs again, seed 43
 
 Every run is ``python -m monai.bundle run`` of configs/train.yaml (plus configs/unet_baseline.yaml for the
 MONAI UNet) with the same CPU budget (``--max_epochs`` x ``--iterations_per_epoch`` iterations of 8 slices, more
@@ -39,20 +40,54 @@ def budget(name: str) -> dict:
     return BUDGETS["unet" if name.startswith("unet") else "m2f"]
 
 
-def run_names() -> list[str]:
-    """``final`` first (the shipped model), then ``m2f_f0, unet_f0, ..., unet_f4``."""
-    return ["final"] + [f"{m}_f{f}" for f in range(5) for m in ("m2f", "unet")]
+def run_names(tags: str = "") -> list[str]:
+    """``final`` first (the shipped model), then ``m2f_f0, unet_f0, ..., unet_f4``.
+
+    With ``tags`` (e.g. ``"s43"`` for another seed than train.yaml's 42, ``"k3"`` for 3 context slices per
+    side, or ``"k3_s43"``): only the fold runs, named ``m2f_f0_<tags>, ...``.
+    """
+    if not tags:
+        return ["final"] + [f"{m}_f{f}" for f in range(5) for m in ("m2f", "unet")]
+    return [f"{m}_f{f}_{tags}" for f in range(5) for m in ("m2f", "unet")]
+
+
+def parse_run(name: str) -> tuple[str, int | None, dict]:
+    """``"unet_f3_k3_s43"`` -> ``("unet", 3, {"seed": 43, "num_context_slices": 3})``; ``"final"`` -> no fold.
+
+    Tags after the fold: ``s<N>`` the seed, ``k<N>`` the context slices per side (``num_context_slices``);
+    both default to train.yaml's (42 and 1).
+
+    Raises:
+        SystemExit: a name of another form.
+    """
+    if name == "final":
+        return name, None, {}
+    parts = name.split("_")
+    overrides: dict = {}
+    try:
+        model, fold = parts[0], int(parts[1].removeprefix("f"))
+        for tag in parts[2:]:
+            key = {"s": "seed", "k": "num_context_slices"}[tag[0]]
+            overrides[key] = int(tag[1:])
+    except (IndexError, KeyError, ValueError):
+        model = ""
+    if model not in BUDGETS or not parts[1].startswith("f"):
+        raise SystemExit(f"run name {name!r} is not final or <model>_f<fold>[_s<seed>][_k<context>]")
+    return model, fold, overrides
 
 
 def command(name: str) -> list[str]:
     """The ``monai.bundle run`` command line of one run."""
-    configs = ["configs/train.yaml"] + (["configs/unet_baseline.yaml"] if name.startswith("unet") else [])
+    model, fold, overrides = parse_run(name)
+    configs = ["configs/train.yaml"] + (["configs/unet_baseline.yaml"] if model == "unet" else [])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", ".", "--run_name", name,
            "--config_file", repr(configs)]
     for key, value in budget(name).items():
         cmd += [f"--{key}", str(value)]
-    if name != "final":
-        cmd += ["--fold", name.rsplit("_f", 1)[1]]
+    if fold is not None:
+        cmd += ["--fold", str(fold)]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
     return cmd
 
 
@@ -69,8 +104,12 @@ def final_weights(run_dir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=",".join(run_names()))
+    parser.add_argument("--runs", default=None, help="comma-separated run names (default: every run)")
+    parser.add_argument("--tags", default="",
+                        help="the fold runs again with other settings, e.g. s43 (seed 43), k3 (3 context slices "
+                             "per side) or k3_s43: runs <model>_f<fold>_<tags>")
     args = parser.parse_args()
+    args.runs = args.runs or ",".join(run_names(args.tags))
     log = BUNDLE / "runs" / "cv" / "runs.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     for name in args.runs.split(","):
