@@ -7,6 +7,7 @@ Networks are the ``LabelStub`` of ``test_predict_bundle`` (fast, exact), inputs 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import shutil
@@ -109,3 +110,32 @@ def test_an_interrupted_run_writes_its_report(tmp_path, sig):
     done = [r for r in report["series"] if r["status"] == "done"]
     assert 1 <= len(done) < 4 and report["summary"]["done"] == len(done)
     assert all((out / r["key"] / "done.json").is_file() for r in done)
+
+
+def test_a_signal_right_after_done_json_still_reports_that_series_done(stub_bundle, tmp_path, monkeypatch):
+    """The race seen under load: Ctrl-C lands between a series' done.json and its record in the report."""
+    predict_module = importlib.import_module("m2f_med.inference.predict")  # the package attribute is the function
+
+    inputs = []
+    for i in range(2):
+        lab = np.random.default_rng(i).integers(0, 3, size=(16, 12, 6))
+        p = tmp_path / f"c{i}.nii.gz"
+        nib.save(nib.Nifti1Image((lab * 100.0).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])), str(p))
+        inputs.append(p)
+    real_write = predict_module._write_json
+
+    def write_then_interrupt(path, data):
+        real_write(path, data)
+        if Path(path).name == predict_module.DONE_NAME:
+            raise KeyboardInterrupt  # where a signal handler would raise it
+
+    monkeypatch.setattr(predict_module, "_write_json", write_then_interrupt)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict(inputs, out, bundle=stub_bundle, quiet=True, modality="CT")
+    report = json.loads((out / "run_report.json").read_text())
+    assert report["interrupted"] == "SIGINT" and report["finished"] is None
+    done = [r for r in report["series"] if r["status"] == "done"]
+    assert len(done) == 1 and (out / done[0]["key"] / "done.json").is_file()
+    assert report["summary"]["done"] == 1
+    assert len(list(out.glob("*/done.json"))) == 1  # the second series was never started

@@ -677,6 +677,9 @@ def predict(
     in_main = threading.current_thread() is threading.main_thread()
     old_handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
     _SIGNAL_SEEN.clear()
+    # the series being segmented: a signal may land after its done.json was written but before its record
+    # reached the report, and the report must still list it as done (it is done on disk; resume skips it)
+    current: tuple[dict[str, Any], Path] | None = None
     try:
         for n, job in enumerate(jobs, 1):
             if _SIGNAL_SEEN:
@@ -696,6 +699,7 @@ def predict(
                 log.info("series %s: already done, skipped (resume)", job.key)
             else:
                 (out / DONE_NAME).unlink(missing_ok=True)  # from here on this folder is "not done"
+                current = (record, out)
                 _remove_partials(out)
                 out.mkdir(parents=True, exist_ok=True)
                 t = time.perf_counter()
@@ -717,12 +721,16 @@ def predict(
                     log.debug("series %s failure", job.key, exc_info=True)
                 gc.collect()
             report["series"].append(record)
+            current = None
             bar.update(1)
             _finish(report, out_root, t_start, final=False)
         bar.close()
         loader.close()
     except KeyboardInterrupt as err:
         report["interrupted"] = _SIGNAL_SEEN.get("name") or ("SIGTERM" if isinstance(err, _Terminated) else "SIGINT")
+        if (current is not None and current[0].get("status") == "done" and (current[1] / DONE_NAME).is_file()
+                and all(r is not current[0] for r in report["series"])):
+            report["series"].append(current[0])
         bar.close()
         loader.close()
         _finish(report, out_root, t_start, final=False)
