@@ -76,16 +76,22 @@ def test_image_files_in_a_study_tree_are_segmented_and_indexed(data_dir, stub_bu
     assert json.loads((out / "index.json").read_text()) == rows  # the same table in both forms
 
 
+def _small_cts(folder: Path, n: int) -> list[Path]:
+    """``n`` tiny NIfTI volumes in HU-like steps (0, 100, 200), ``c0.nii.gz ...``."""
+    paths = []
+    for i in range(n):
+        lab = np.random.default_rng(i).integers(0, 3, size=(16, 12, 6))
+        p = folder / f"c{i}.nii.gz"
+        nib.save(nib.Nifti1Image((lab * 100.0).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])), str(p))
+        paths.append(p)
+    return paths
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_run_writes_its_report(tmp_path, sig):
     slow = make_test_bundle(tmp_path / "slow", k=1, delay=0.25)
     stub_module_dir(tmp_path)
-    inputs = []
-    for i in range(4):
-        lab = np.random.default_rng(i).integers(0, 3, size=(16, 12, 6))
-        p = tmp_path / f"c{i}.nii.gz"
-        nib.save(nib.Nifti1Image((lab * 100.0).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])), str(p))
-        inputs.append(p)
+    inputs = _small_cts(tmp_path, 4)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "stubmods"), str(REPO)])}
     cmd = [sys.executable, "-m", "m2f_med", "predict", *map(str, inputs), "-o", str(out), "--bundle", str(slow),
@@ -116,12 +122,7 @@ def test_a_signal_right_after_done_json_still_reports_that_series_done(stub_bund
     """The race seen under load: Ctrl-C lands between a series' done.json and its record in the report."""
     predict_module = importlib.import_module("m2f_med.inference.predict")  # the package attribute is the function
 
-    inputs = []
-    for i in range(2):
-        lab = np.random.default_rng(i).integers(0, 3, size=(16, 12, 6))
-        p = tmp_path / f"c{i}.nii.gz"
-        nib.save(nib.Nifti1Image((lab * 100.0).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])), str(p))
-        inputs.append(p)
+    inputs = _small_cts(tmp_path, 2)
     real_write = predict_module._write_json
 
     def write_then_interrupt(path, data):

@@ -26,7 +26,7 @@ from torch import nn
 
 from m2f_med.io.atomic import atomic_write
 
-__all__ = ["LesionEvaluation", "evaluate_lesions"]
+__all__ = ["LesionEvaluation", "evaluate_lesions", "predict_case_lesions"]
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,7 @@ def evaluate_lesions(model, cases: Sequence[Mapping[str, Any]], output_dir: str 
         VolumeError: an unreadable image or label (names the file).
         ValueError: no cases.
     """
-    from m2f_med.bundle.label_io import load_label
-    from m2f_med.evaluation import lesion_metrics, reference_instances, summarise_lesion_metrics
-    from m2f_med.inference.instances import predict_instances
-    from m2f_med.io import load_volume
+    from m2f_med.evaluation import lesion_metrics, summarise_lesion_metrics
 
     if not cases:
         raise ValueError("no cases to evaluate")
@@ -60,14 +57,8 @@ def evaluate_lesions(model, cases: Sequence[Mapping[str, Any]], output_dir: str 
     rows, counts = [], []
     for case in cases:
         t0 = time.perf_counter()
-        image = load_volume(case["image"])
-        label, _ = load_label(case["label"], image)
-        ref = np.asarray(label[0].detach().cpu().numpy() if isinstance(label, torch.Tensor) else label[0])
-        if ref.shape != tuple(image.shape[1:]):
-            raise ValueError(f"{case['label']}: label grid {ref.shape} differs from the image {tuple(image.shape[1:])}")
-        inst, _ = predict_instances(image, model)
-        pred = np.where(np.isin(inst.semantic, classes), inst.instance_map, 0)
-        m = lesion_metrics(pred, reference_instances(ref, classes))
+        pred, _, ref = predict_case_lesions(model, case, classes)
+        m = lesion_metrics(pred, ref)
         counts.append(m)
         name = str(case.get("patient") or Path(str(case["image"])).name)
         rows.append({"patient": name, **m.as_dict(), "seconds": round(time.perf_counter() - t0, 2)})
@@ -83,6 +74,40 @@ def evaluate_lesions(model, cases: Sequence[Mapping[str, Any]], output_dir: str 
         with atomic_write(out / "lesion_summary.json") as tmp:
             Path(tmp).write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
     return {"cases": rows, "summary": summary}
+
+
+def predict_case_lesions(model, case: Mapping[str, Any], lesion_classes: Sequence[int] | None = None
+                         ) -> tuple[np.ndarray, dict[int, float], np.ndarray]:
+    """Predicted and reference lesions of one labelled case, on the image's own grid.
+
+    Args:
+        model: a :class:`~m2f_med.inference.bundle_model.BundleModel` (with ``thing_classes``).
+        case: a datalist entry with ``image`` and ``label`` (label map, DICOM-SEG or RTSTRUCT).
+        lesion_classes: model label ids that are lesions (default ``model.thing_classes``).
+
+    Returns:
+        ``(pred, scores, ref)``: ``(X, Y, Z)`` int32 predicted instance ids (lesion classes only, as
+        :func:`~m2f_med.inference.instances.predict_instances` gives them), ``{id: score in [0, 1]}``, and the
+        ``(X, Y, Z)`` reference instances (3D connected components, :func:`~m2f_med.evaluation.reference_instances`).
+
+    Raises:
+        VolumeError: an unreadable image or label (names the file).
+        ValueError: the label is on another grid than the image.
+    """
+    from m2f_med.bundle.label_io import load_label
+    from m2f_med.evaluation import reference_instances
+    from m2f_med.inference.instances import predict_instances
+    from m2f_med.io import load_volume
+
+    classes = tuple(lesion_classes or model.thing_classes or (1,))
+    image = load_volume(case["image"])
+    label, _ = load_label(case["label"], image)
+    ref = np.asarray(label[0].detach().cpu().numpy() if isinstance(label, torch.Tensor) else label[0])
+    if ref.shape != tuple(image.shape[1:]):
+        raise ValueError(f"{case['label']}: label grid {ref.shape} differs from the image {tuple(image.shape[1:])}")
+    inst, _ = predict_instances(image, model)
+    pred = np.where(np.isin(inst.semantic, classes), inst.instance_map, 0)
+    return pred, dict(inst.scores), reference_instances(ref, classes)
 
 
 def _json_safe(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -314,8 +314,9 @@ def components_as_instances(semantic: np.ndarray, probability: np.ndarray | None
         comp, n = ndimage.label(sem == c, structure=structure)
         for i, sl in enumerate(ndimage.find_objects(comp), start=1):
             region = comp[sl] == i
-            score = 1.0 if probability is None else float(np.asarray(probability)[sl][region].mean())
-            if int(region.sum()) < min_voxels or score < min_score:
+            big = int(region.sum()) >= min_voxels
+            score = 1.0 if probability is None or not big else float(np.asarray(probability)[sl][region].mean())
+            if not big or score < min_score:
                 sem[sl][region] = 0
                 continue
             n_total += 1

@@ -76,20 +76,9 @@ def checkpoint_state(run_dir: Path, rule: str) -> dict:
 
 def predictions(model, cases: list[dict]) -> list[tuple[np.ndarray, dict[int, float], np.ndarray]]:
     """Per case ``(instance map, {id: score}, reference instances)`` on the case's own grid."""
-    from m2f_med.bundle.label_io import load_label
-    from m2f_med.evaluation import reference_instances
-    from m2f_med.inference.instances import predict_instances
-    from m2f_med.io import load_volume
+    from m2f_med.bundle.lesion_eval import predict_case_lesions
 
-    out = []
-    for case in cases:
-        image = load_volume(case["image"])
-        label, _ = load_label(case["label"], image)
-        ref = reference_instances(np.asarray(label[0]), (1,))
-        inst, _ = predict_instances(image, model)
-        pred = np.where(np.isin(inst.semantic, model.thing_classes), inst.instance_map, 0)
-        out.append((pred, dict(inst.scores), ref))
-    return out
+    return [predict_case_lesions(model, case) for case in cases]
 
 
 def score(preds, threshold: float) -> dict:

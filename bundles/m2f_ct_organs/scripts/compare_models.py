@@ -140,18 +140,34 @@ def score(mask, ref, labels: dict[int, str], names: tuple[str, ...]) -> dict[str
     return out
 
 
-def evaluate(run: str) -> dict:
-    """The run's last-epoch model on the datalist's ``test`` and ``validation`` cases, via predict's path."""
-    import torch
+def score_case(model, case: dict, labels: dict, names: tuple[str, ...]) -> tuple[dict, float]:
+    """One labelled case through predict's path (``predict_volume``, the bundle's defaults), scored by
+    :func:`score` on the case's own grid; returns ``(scores, inference CPU seconds)``. ``labels``: the
+    datalist's top-level names, for a case without its own ``label_names``."""
     from monai.transforms import ResampleToMatch
 
     from m2f_med.bundle.label_io import load_label
     from m2f_med.bundle.labels import mapping_by_name
     from m2f_med.data import data_dir
-    from m2f_med.inference.bundle_model import load_bundle
     from m2f_med.inference.volume import predict_volume
     from m2f_med.io import load_volume
     from m2f_med.transforms.labels import RemapLabels
+
+    volume = load_volume(data_dir(required=True) / case["image"])
+    t0 = time.process_time()
+    mask, _ = predict_volume(volume, model)
+    cpu = time.process_time() - t0
+    ref, _ = load_label(data_dir(required=True) / case["label"], volume)
+    ref = ResampleToMatch(mode="nearest")(ref, mask)
+    ref = RemapLabels(mapping_by_name(case.get("label_names", labels), model.labels))(ref)
+    return score(mask, ref, model.labels, names), cpu
+
+
+def evaluate(run: str) -> dict:
+    """The run's last-epoch model on the datalist's ``test`` and ``validation`` cases, via predict's path."""
+    import torch
+
+    from m2f_med.inference.bundle_model import load_bundle
 
     torch.set_num_threads(1)
     datalist = json.loads((BUNDLE / "configs" / "datalist.json").read_text())
@@ -159,16 +175,8 @@ def evaluate(run: str) -> dict:
     result = {"run": run}
     for section in ("test", "validation"):
         for case in datalist[section]:
-            volume = load_volume(data_dir(required=True) / case["image"])
-            t0 = time.process_time()
-            mask, _ = predict_volume(volume, model)
-            cpu = time.process_time() - t0
-            ref, _ = load_label(data_dir(required=True) / case["label"], volume)
-            ref = ResampleToMatch(mode="nearest")(ref, mask)
-            names = case.get("label_names", datalist["labels"])
-            ref = RemapLabels(mapping_by_name(names, model.labels))(ref)
-            result.setdefault(section, {})[case["image"]] = {"scores": score(mask, ref, model.labels, ORGANS),
-                                                             "inference_cpu_s": round(cpu, 1)}
+            scores, cpu = score_case(model, case, datalist["labels"], ORGANS)
+            result.setdefault(section, {})[case["image"]] = {"scores": scores, "inference_cpu_s": round(cpu, 1)}
     (OUT / run / "eval.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -21,20 +21,13 @@ from pathlib import Path
 BUNDLE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BUNDLE / "scripts"))
 
-from compare_models import score  # noqa: E402
+from compare_models import score_case  # noqa: E402
 
 
 def main() -> None:
     import torch
-    from monai.transforms import ResampleToMatch
 
-    from m2f_med.bundle.label_io import load_label
-    from m2f_med.bundle.labels import mapping_by_name
-    from m2f_med.data import data_dir
     from m2f_med.inference.bundle_model import load_bundle
-    from m2f_med.inference.volume import predict_volume
-    from m2f_med.io import load_volume
-    from m2f_med.transforms.labels import RemapLabels
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=str(BUNDLE), help="a bundle folder (default: this bundle, models/model.pt)")
@@ -43,12 +36,7 @@ def main() -> None:
     datalist = json.loads((BUNDLE / "configs" / "datalist.json").read_text())
     case = datalist["training"][0]
     model = load_bundle(args.bundle, device="cpu")
-    volume = load_volume(data_dir(required=True) / case["image"])
-    mask, _ = predict_volume(volume, model)
-    ref, _ = load_label(data_dir(required=True) / case["label"], volume)
-    ref = ResampleToMatch(mode="nearest")(ref, mask)
-    ref = RemapLabels(mapping_by_name(case.get("label_names", datalist["labels"]), model.labels))(ref)
-    scores = score(mask, ref, model.labels, tuple(model.labels.values()))
+    scores, _ = score_case(model, case, datalist["labels"], tuple(model.labels.values()))
     print(json.dumps({"scan": case["image"], "bundle": args.bundle, "scores": scores}, indent=1))
 
 
